@@ -1,0 +1,3 @@
+"""tainted-proxy: a session-aware MySQL/MariaDB connection-pooling proxy."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from tainted_proxy.cli import main
+
+sys.exit(main())

@@ -1,0 +1,439 @@
+"""One upstream (server) connection: connect, authenticate, run the proxy's own commands,
+reset for reuse.
+
+Relaying client traffic does not go through here byte by byte: the frontend drives
+``conn``/``buf``/``tracker`` directly on the hot path. This module owns everything the
+proxy itself says to the server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import ssl
+import time
+from dataclasses import dataclass
+
+import trio
+
+from tainted_proxy.net import Conn, ConnectionClosed, TlsConn, open_tcp, open_unix
+from tainted_proxy.wire import auth as wauth
+from tainted_proxy.wire.buffer import PacketBuffer, join_payload
+from tainted_proxy.wire.codec import frame
+from tainted_proxy.wire.constants import (
+    CLIENT_CONNECT_ATTRS,
+    CLIENT_CONNECT_WITH_DB,
+    CLIENT_DEPRECATE_EOF,
+    CLIENT_LONG_FLAG,
+    CLIENT_LONG_PASSWORD,
+    CLIENT_PLUGIN_AUTH,
+    CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA,
+    CLIENT_PROTOCOL_41,
+    CLIENT_SECURE_CONNECTION,
+    CLIENT_SSL,
+    CLIENT_TRANSACTIONS,
+    COM_INIT_DB,
+    COM_QUERY,
+    COM_RESET_CONNECTION,
+    SERVER_STATUS_AUTOCOMMIT,
+)
+from tainted_proxy.wire.errors import ProtocolError
+from tainted_proxy.wire.packets import (
+    AuthSwitchRequest,
+    ChangeUser,
+    ErrPacket,
+    HandshakeResponse41,
+    HandshakeV10,
+    OkPacket,
+    SslRequest,
+    com_init_db,
+    com_query,
+    com_reset_connection,
+)
+from tainted_proxy.wire.response import ResponseTracker
+
+# What the proxy always asks of the server, whatever the client asked.
+REQUIRED_CAPS = (
+    CLIENT_PROTOCOL_41
+    | CLIENT_SECURE_CONNECTION
+    | CLIENT_PLUGIN_AUTH
+    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | CLIENT_TRANSACTIONS
+    | CLIENT_LONG_PASSWORD
+    | CLIENT_LONG_FLAG
+)
+
+_serial = itertools.count(1)
+
+
+class UpstreamError(Exception):
+    """The upstream server could not be reached, refused us, or broke the protocol."""
+
+    def __init__(self, message: str, err: ErrPacket | None = None) -> None:
+        super().__init__(message)
+        self.err = err
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTarget:
+    """Where and how to connect (resolved from the configuration)."""
+
+    host: str = "127.0.0.1"
+    port: int = 3306
+    unix_socket: str = ""
+    connect_timeout: float = 5.0
+    tls: str = "disabled"  # disabled | preferred | required | verify_ca | verify_identity
+    tls_ca: str = ""
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.tls == "disabled":
+            return None
+        ctx = ssl.create_default_context(cafile=self.tls_ca or None)
+        if self.tls in ("preferred", "required"):
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        elif self.tls == "verify_ca":
+            ctx.check_hostname = False
+        return ctx
+
+
+class ServerConn:
+    """An authenticated upstream connection and what the proxy knows of its state."""
+
+    __slots__ = (
+        "serial",
+        "conn",
+        "buf",
+        "tracker",
+        "thread_id",
+        "server_version",
+        "capabilities",
+        "handshake_charset",
+        "charset",
+        "schema",
+        "user",
+        "key",
+        "status",
+        "created_at",
+        "last_used",
+        "broken",
+        "mariadb",
+        "kills_in_flight",
+        "_password",
+        "_scramble",
+        "_plugin",
+        "secure",
+        "home_schema",
+    )
+
+    def __init__(self, conn: Conn | TlsConn, capabilities: int, user: str) -> None:
+        self.serial = next(_serial)
+        self.conn = conn
+        self.buf = PacketBuffer()
+        self.capabilities = capabilities
+        self.tracker = ResponseTracker(bool(capabilities & CLIENT_DEPRECATE_EOF))
+        self.thread_id = 0
+        self.server_version = ""
+        self.handshake_charset = 0
+        self.charset = 0
+        self.schema: str | None = None
+        self.user = user
+        self.key: object = None
+        self.status = SERVER_STATUS_AUTOCOMMIT
+        self.created_at = time.monotonic()
+        self.last_used = self.created_at
+        self.broken = False
+        self.mariadb = False
+        # a KILL aimed at this connection's thread is on its way: never reuse it
+        self.kills_in_flight = 0
+        self._password = ""
+        self._scramble = b""
+        self._plugin = "mysql_native_password"
+        self.secure = False
+        # the database of the login this connection last served: resets restore it
+        self.home_schema: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<ServerConn #{self.serial} thread={self.thread_id} user={self.user}>"
+
+    # -- packet I/O for the proxy's own exchanges -----------------------------------
+    async def read_packet(self) -> tuple[int, bytes]:
+        """One whole logical packet (fragments joined)."""
+        buf = self.buf
+        while True:
+            got = buf.logical_packet_size()
+            if got is not None and got[1]:
+                size = got[0]
+                seq = buf.data[3]
+                payload = join_payload(buf.data, size)
+                buf.consume(size)
+                return seq, payload
+            await self.conn.recv_into(buf)
+
+    async def send_payload(self, payload: bytes, seq: int) -> None:
+        data, _ = frame(payload, seq)
+        await self.conn.send_all(data)
+
+    async def command_ok(self, payload: bytes) -> OkPacket:
+        """Send one command of the proxy's own and return its OK (UpstreamError on ERR)."""
+        await self.send_payload(payload, 0)
+        return await self._read_ok(payload[0])
+
+    async def _read_ok(self, command: int) -> OkPacket:
+        _seq, resp = await self.read_packet()
+        if resp[:1] == b"\xff":
+            err = ErrPacket.decode(resp)
+            raise UpstreamError(
+                f"upstream error {err.code} on command {command}: {err.message}", err
+            )
+        if resp[:1] not in (b"\x00", b"\xfe"):
+            raise ProtocolError(f"unexpected response to command {command}")
+        ok = OkPacket.decode(resp, self.capabilities)
+        self.status = ok.status
+        return ok
+
+    async def query_rows(self, sql: str) -> list[list[bytes | None]]:
+        """Run a query of the proxy's own and return its text rows (small results only)."""
+        await self.send_payload(com_query(sql.encode()), 0)
+        tracker = self.tracker
+        tracker.start(COM_QUERY)
+        packets: list[bytes] = []
+        while True:
+            _seq, payload = await self.read_packet()
+            packets.append(payload)
+            data, _ = frame(payload, 0)
+            tracker.scan(data, len(data))
+            if tracker.done:
+                break
+        if tracker.error:
+            err = ErrPacket.decode(packets[-1])
+            raise UpstreamError(f"upstream error {err.code}: {err.message}", err)
+        self.status = tracker.status
+        return _text_rows(packets, bool(self.capabilities & CLIENT_DEPRECATE_EOF))
+
+    # -- reuse ---------------------------------------------------------------------
+    async def reset(self, schema: str | None) -> None:
+        """COM_RESET_CONNECTION, then re-select ``schema``: MariaDB keeps the current
+        database across a reset, and returns charset to the handshake's. Pipelined in
+        one write (one round trip's latency)."""
+        if schema is None:
+            if self.schema is not None:
+                await self.change_user(None)
+                return
+        msgs = [frame(com_reset_connection(), 0)[0]]
+        if schema is not None:
+            msgs.append(frame(com_init_db(schema), 0)[0])
+        await self.conn.send_all(b"".join(msgs))
+        await self._read_ok(COM_RESET_CONNECTION)
+        self.charset = self.handshake_charset
+        if schema is not None:
+            await self._read_ok(COM_INIT_DB)
+        self.schema = schema
+        self.status = SERVER_STATUS_AUTOCOMMIT
+
+    async def change_user(self, database: str | None) -> None:
+        """COM_CHANGE_USER to the same login: a full reset that also sets the schema
+        (or clears it: the only way to get back to "no database selected")."""
+        payload = ChangeUser(
+            username=self.user,
+            auth_response=_auth_response(self._plugin, self._password, self._scramble),
+            database=database,
+            charset=self.handshake_charset,
+            auth_plugin=self._plugin,
+            attributes={},
+        ).encode(self.capabilities)
+        await self.send_payload(payload, 0)
+        await self._auth_exchange(self._plugin, self._scramble, after_change_user=True)
+        self.charset = self.handshake_charset
+        self.schema = database
+        self.status = SERVER_STATUS_AUTOCOMMIT
+
+    async def _auth_exchange(
+        self, plugin: str, scramble: bytes, after_change_user: bool = False
+    ) -> None:
+        """Answer the server's auth switches / more-data requests until OK or ERR."""
+        password = self._password
+        while True:
+            seq, payload = await self.read_packet()
+            seq = (seq + 1) & 0xFF
+            head = payload[:1]
+            if head == b"\x00":
+                self._plugin = plugin
+                self._scramble = scramble
+                return
+            if head == b"\xff":
+                err = ErrPacket.decode(payload)
+                what = "change user" if after_change_user else "login"
+                raise UpstreamError(
+                    f"upstream {what} as {self.user!r} failed: {err.code} {err.message}", err
+                )
+            if head == b"\xfe":
+                sw = AuthSwitchRequest.decode(payload)
+                plugin = sw.plugin
+                scramble = sw.data
+                await self.send_payload(_auth_response(plugin, password, scramble), seq)
+            elif head == b"\x01":
+                more = payload[1:]
+                if plugin == "caching_sha2_password" and more == b"\x03":
+                    continue  # fast auth succeeded; the OK follows
+                if plugin == "caching_sha2_password" and more == b"\x04":
+                    if self.secure:
+                        await self.send_payload(password.encode() + b"\x00", seq)
+                    else:
+                        await self.send_payload(b"\x02", seq)  # ask for the RSA public key
+                    continue
+                if plugin in ("caching_sha2_password", "sha256_password") and more.startswith(
+                    b"-----BEGIN"
+                ):
+                    await self.send_payload(
+                        wauth.rsa_encrypt_password(password, scramble, more), seq
+                    )
+                    continue
+                raise UpstreamError(f"unsupported auth exchange for plugin {plugin!r}")
+            else:
+                raise UpstreamError("unexpected packet during upstream authentication")
+
+    def close(self) -> None:
+        self.broken = True
+        self.conn.close()
+
+
+def _text_rows(packets: list[bytes], deprecate_eof: bool) -> list[list[bytes | None]]:
+    from tainted_proxy.wire.codec import read_lenenc_bytes, read_lenenc_int
+
+    if not packets or packets[0][:1] == b"\x00":
+        return []
+    ncols, _ = read_lenenc_int(packets[0], 0)
+    assert ncols is not None
+    i = 1 + ncols + (0 if deprecate_eof else 1)
+    rows: list[list[bytes | None]] = []
+    for p in packets[i:]:
+        if p[:1] == b"\xfe" and len(p) < 0xFFFFFF:
+            break
+        pos = 0
+        row: list[bytes | None] = []
+        for _ in range(ncols):
+            val, pos = read_lenenc_bytes(p, pos)
+            row.append(val)
+        rows.append(row)
+    return rows
+
+
+async def connect(
+    target: UpstreamTarget,
+    *,
+    user: str,
+    password: str,
+    capabilities: int,
+    charset: int,
+    database: str | None = None,
+    attributes: dict[str, str] | None = None,
+) -> ServerConn:
+    """Open and authenticate one upstream connection (mysql_native_password,
+    caching_sha2_password fast and full path, optional TLS)."""
+    try:
+        with trio.fail_after(target.connect_timeout):
+            return await _connect(
+                target,
+                user=user,
+                password=password,
+                capabilities=capabilities,
+                charset=charset,
+                database=database,
+                attributes=attributes or {},
+            )
+    except trio.TooSlowError as exc:
+        raise UpstreamError(
+            f"timed out after {target.connect_timeout:g}s connecting to upstream "
+            f"{target.unix_socket or f'{target.host}:{target.port}'}"
+        ) from exc
+    except (OSError, ConnectionClosed) as exc:
+        raise UpstreamError(
+            f"cannot connect to upstream {target.unix_socket or f'{target.host}:{target.port}'}: {exc}"
+        ) from exc
+
+
+async def _connect(
+    target: UpstreamTarget,
+    *,
+    user: str,
+    password: str,
+    capabilities: int,
+    charset: int,
+    database: str | None,
+    attributes: dict[str, str],
+) -> ServerConn:
+    conn: Conn | TlsConn
+    if target.unix_socket:
+        conn = await open_unix(target.unix_socket)
+    else:
+        conn = await open_tcp(target.host, target.port)
+    try:
+        server = ServerConn(conn, 0, user)
+        seq, payload = await server.read_packet()
+        if payload[:1] == b"\xff":
+            err = ErrPacket.decode(payload)
+            raise UpstreamError(f"upstream refused the connection: {err.code} {err.message}", err)
+        hs = HandshakeV10.decode(payload)
+        caps = (capabilities | REQUIRED_CAPS) & (hs.capabilities | CLIENT_LONG_PASSWORD)
+        caps &= ~CLIENT_SSL
+        if database:
+            caps |= CLIENT_CONNECT_WITH_DB
+        else:
+            caps &= ~CLIENT_CONNECT_WITH_DB
+        if attributes and hs.capabilities & CLIENT_CONNECT_ATTRS:
+            caps |= CLIENT_CONNECT_ATTRS
+        ctx = target.ssl_context()
+        tls = False
+        seq = (seq + 1) & 0xFF
+        if ctx is not None and hs.capabilities & CLIENT_SSL:
+            caps |= CLIENT_SSL
+            await server.send_payload(SslRequest(caps, 1 << 24, charset, 0).encode(), seq)
+            seq = (seq + 1) & 0xFF
+            hostname = None if target.tls in ("preferred", "required", "verify_ca") else target.host
+            assert isinstance(conn, Conn)
+            conn = await conn.start_tls_client(ctx, hostname)
+            server.conn = conn
+            tls = True
+        elif ctx is not None and target.tls != "preferred":
+            raise UpstreamError("upstream does not support TLS but upstream.tls requires it")
+        server.capabilities = caps
+        server.tracker = ResponseTracker(bool(caps & CLIENT_DEPRECATE_EOF))
+        plugin = hs.auth_plugin or "mysql_native_password"
+        scramble = hs.auth_data
+        resp = _auth_response(plugin, password, scramble)
+        await server.send_payload(
+            HandshakeResponse41(
+                capabilities=caps,
+                max_packet=1 << 24,
+                charset=charset,
+                username=user,
+                auth_response=resp,
+                database=database,
+                auth_plugin=plugin,
+                attributes=attributes,
+            ).encode(),
+            seq,
+        )
+        server.secure = tls or bool(target.unix_socket)
+        server._password = password
+        await server._auth_exchange(plugin, scramble)
+        server.thread_id = hs.connection_id
+        server.server_version = hs.server_version
+        server.mariadb = "MariaDB" in hs.server_version
+        server.handshake_charset = charset
+        server.charset = charset
+        server.schema = database or None
+        return server
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _auth_response(plugin: str, password: str, scramble: bytes) -> bytes:
+    if plugin == "mysql_native_password":
+        return wauth.native_password_response(password, scramble[:20])
+    if plugin == "caching_sha2_password":
+        return wauth.caching_sha2_response(password, scramble[:20])
+    if plugin == "mysql_clear_password":
+        return password.encode() + b"\x00"
+    raise UpstreamError(f"upstream asks for unsupported auth plugin {plugin!r}")

@@ -1,0 +1,224 @@
+"""Non-blocking socket connections for the hot path, and their TLS twin."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import ssl
+
+import trio
+import trio.lowlevel
+from trio.lowlevel import checkpoint, wait_readable, wait_writable
+
+from tainted_proxy.wire.buffer import PacketBuffer
+
+# After this many reads in a row that did not have to wait, yield to other tasks, so a
+# streaming result set cannot starve everyone else (request/response traffic waits anyway).
+_FAIR_EVERY = 32
+
+
+class ConnectionClosed(Exception):
+    """The peer closed the connection or it broke (reset, timeout, TLS failure)."""
+
+
+def _tune(sock: socket.socket) -> socket.socket:
+    sock.setblocking(False)
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    return sock
+
+
+class Conn:
+    """A stdlib socket in non-blocking mode; Trio is entered only to wait."""
+
+    __slots__ = ("sock", "_streak", "closed", "peer")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = _tune(sock)
+        self._streak = 0
+        self.closed = False
+        try:
+            peer = sock.getpeername()
+            self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
+        except OSError:
+            self.peer = "?"
+
+    @property
+    def is_tls(self) -> bool:
+        return False
+
+    async def recv_into(self, buf: PacketBuffer, wait_first: bool = False) -> None:
+        """Read at least one byte into ``buf``; raise ConnectionClosed at EOF."""
+        sock = self.sock
+        if wait_first:
+            await wait_readable(sock)
+            self._streak = 0
+        while True:
+            try:
+                n = sock.recv_into(buf.free_view())
+            except BlockingIOError:
+                await wait_readable(sock)
+                self._streak = 0
+                continue
+            except OSError as exc:
+                raise ConnectionClosed(str(exc)) from exc
+            if n == 0:
+                raise ConnectionClosed("peer closed the connection")
+            buf.end += n
+            self._streak += 1
+            if self._streak >= _FAIR_EVERY:
+                self._streak = 0
+                await checkpoint()
+            return
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        sock = self.sock
+        view = memoryview(data)
+        while view:
+            try:
+                k = sock.send(view)
+            except BlockingIOError:
+                await wait_writable(sock)
+                continue
+            except OSError as exc:
+                raise ConnectionClosed(str(exc)) from exc
+            view = view[k:]
+
+    async def start_tls_server(self, ctx: ssl.SSLContext) -> TlsConn:
+        tls = TlsConn(self.sock, ctx, server_side=True, server_hostname=None)
+        await tls.handshake()
+        return tls
+
+    async def start_tls_client(self, ctx: ssl.SSLContext, server_hostname: str | None) -> TlsConn:
+        tls = TlsConn(self.sock, ctx, server_side=False, server_hostname=server_hostname)
+        await tls.handshake()
+        return tls
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                # wake any task parked in wait_readable/wait_writable on this socket
+                trio.lowlevel.notify_closing(self.sock)
+            except RuntimeError:  # outside Trio (shutdown paths)
+                pass
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+class TlsConn:
+    """Same interface as Conn, through trio.SSLStream (TLS costs more CPU anyway)."""
+
+    __slots__ = ("_stream", "closed", "peer", "sock")
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        ctx: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None,
+    ) -> None:
+        self.sock = sock
+        self.closed = False
+        try:
+            peer = sock.getpeername()
+            self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
+        except OSError:
+            self.peer = "?"
+        tsock = trio.socket.from_stdlib_socket(sock)
+        self._stream = trio.SSLStream(
+            trio.SocketStream(tsock),
+            ctx,
+            server_side=server_side,
+            server_hostname=server_hostname,
+            https_compatible=False,
+        )
+
+    @property
+    def is_tls(self) -> bool:
+        return True
+
+    async def handshake(self) -> None:
+        try:
+            await self._stream.do_handshake()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ConnectionClosed(f"TLS handshake failed: {exc}") from exc
+
+    async def recv_into(self, buf: PacketBuffer, wait_first: bool = False) -> None:
+        try:
+            data = await self._stream.receive_some(65536)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ConnectionClosed(str(exc)) from exc
+        if not data:
+            raise ConnectionClosed("peer closed the connection")
+        n = len(data)
+        view = buf.free_view(n)
+        view[:n] = data
+        buf.end += n
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            await self._stream.send_all(bytes(data))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ConnectionClosed(str(exc)) from exc
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self._stream.transport_stream.socket.close()
+            except OSError:
+                pass
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+async def open_tcp(host: str, port: int) -> Conn:
+    """Connect without blocking the event loop (name resolution via Trio's thread pool)."""
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    last: OSError | None = None
+    for family, type_, proto, _canon, addr in infos:
+        sock = socket.socket(family, type_, proto)
+        sock.setblocking(False)
+        try:
+            try:
+                sock.connect(addr)
+            except BlockingIOError:
+                await wait_writable(sock)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err)) from None
+            return Conn(sock)
+        except OSError as exc:
+            sock.close()
+            last = exc
+        except BaseException:
+            sock.close()
+            raise
+    raise last or OSError(errno.EHOSTUNREACH, f"cannot resolve {host}")
+
+
+async def open_unix(path: str) -> Conn:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        try:
+            sock.connect(path)
+        except BlockingIOError:
+            await wait_writable(sock)
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                raise OSError(err, os.strerror(err)) from None
+    except BaseException:
+        sock.close()
+        raise
+    return Conn(sock)

@@ -1,0 +1,61 @@
+"""Session pooling end to end with pymysql: login, queries, errors, upstream reuse."""
+
+from __future__ import annotations
+
+import pymysql
+import pytest
+
+
+def test_select_through_proxy_returns_rows_nulls_and_strings(proxy, connect):
+    with connect(proxy) as c, c.cursor() as cur:
+        cur.execute("SELECT 1, 'x', NULL")
+        assert cur.fetchall() == ((1, "x", None),)
+
+
+def test_wrong_password_is_refused_with_1045(proxy, connect):
+    with pytest.raises(pymysql.err.OperationalError) as e:
+        connect(proxy, password="nope")
+    assert e.value.args[0] == 1045
+
+
+def test_unknown_database_is_refused_with_1049(proxy, connect):
+    with pytest.raises(pymysql.err.OperationalError) as e:
+        connect(proxy, database="no_such_db")
+    assert e.value.args[0] == 1049
+
+
+def test_connect_without_database_has_no_schema_selected(proxy, connect):
+    with connect(proxy, database=None) as c, c.cursor() as cur:
+        cur.execute("SELECT DATABASE()")
+        assert cur.fetchone() == (None,)
+
+
+def test_next_client_sees_fresh_session_after_previous_one_changed_state(proxy, connect):
+    with connect(proxy) as c, c.cursor() as cur:
+        cur.execute("SET time_zone = '+05:30', sql_mode = 'ANSI'")
+        cur.execute("SET @leak = 42")
+        cur.execute("CREATE TEMPORARY TABLE leak_tmp (a int)")
+        cur.execute("SELECT GET_LOCK('leak_lock', 0)")
+        cur.execute("USE mysql")
+        first_thread = c.thread_id()
+        cur.execute("SELECT CONNECTION_ID()")
+    # the released connection is reset before anyone else gets it
+    for _ in range(3):
+        with connect(proxy) as c2, c2.cursor() as cur:
+            cur.execute(
+                "SELECT @@time_zone, @@sql_mode LIKE '%ANSI%', @leak, DATABASE(), IS_USED_LOCK('leak_lock')"
+            )
+            assert cur.fetchone() == ("SYSTEM", 0, None, "test", None)
+            with pytest.raises(pymysql.err.ProgrammingError):
+                cur.execute("SELECT * FROM leak_tmp")
+    assert first_thread
+
+
+def test_server_error_is_passed_through_with_code_and_message(proxy, connect):
+    with connect(proxy) as c, c.cursor() as cur:
+        with pytest.raises(pymysql.err.ProgrammingError) as e:
+            cur.execute("SELECT * FROM no_such_table_xyz")
+        assert e.value.args[0] == 1146
+        assert "no_such_table_xyz" in e.value.args[1]
+        cur.execute("SELECT 2")
+        assert cur.fetchone() == (2,)
