@@ -13,7 +13,6 @@ relative TLS file paths are resolved against the directory of the config file.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import ipaddress
 import os
 import re
@@ -32,6 +31,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from tainted_proxy.wire.auth import native_password_hash, native_password_stage2
 
 __all__ = [
     "Config",
@@ -93,23 +94,8 @@ def _problems(problems: list[tuple[str, str]]) -> PydanticCustomError:
     )
 
 
-# --------------------------------------------------------------------------------------------
-# Native password helpers (same math as the server: SHA1(SHA1(password)))
-# --------------------------------------------------------------------------------------------
-
+# Native password math lives in wire/auth.py; re-exported here for config users.
 _NATIVE_HASH_RE = re.compile(r"\*[0-9A-Fa-f]{40}")
-
-
-def native_password_stage2(password: str | bytes) -> bytes:
-    """SHA1(SHA1(password)): what mysql_native_password stores and verifies against."""
-    if isinstance(password, str):
-        password = password.encode("utf-8")
-    return hashlib.sha1(hashlib.sha1(password).digest()).digest()
-
-
-def native_password_hash(password: str | bytes) -> str:
-    """The ``*HEX`` form, as ``SELECT PASSWORD('...')`` shows it."""
-    return "*" + native_password_stage2(password).hex().upper()
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,8 +324,6 @@ class UserConfig(BaseModel):
         """
         if self.password_is_hash:
             return bytes.fromhex(self.password[1:])
-        if self.password == "":
-            return b""
         return native_password_stage2(self.password)
 
     def _upstream(self, upstream: UpstreamSection) -> tuple[str, str | None]:
