@@ -75,7 +75,14 @@ class Proxy:
         self.ssl_context = self._client_ssl_context()
         self.port = 0
         self._listener: socket.socket | None = None
-        self._passwords: dict[str, str] = {}
+        not_yet = sorted(n for n, u in config.users.items() if u.pool_mode != "session")
+        if not_yet:
+            # Session mode never shares state, so falling back to it is safe; say so loudly.
+            log.warning(
+                "transaction/statement pooling is not implemented yet; users %s are served "
+                "in session mode",
+                ", ".join(not_yet),
+            )
 
     # -- configuration lookups ---------------------------------------------------
     def _client_ssl_context(self) -> ssl.SSLContext | None:
