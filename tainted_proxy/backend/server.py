@@ -9,6 +9,7 @@ proxy itself says to the server.
 from __future__ import annotations
 
 import itertools
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -123,6 +124,8 @@ class ServerConn:
         "_plugin",
         "secure",
         "home_schema",
+        "options_changed",
+        "default_role",
     )
 
     def __init__(self, conn: Conn | TlsConn, capabilities: int, user: str) -> None:
@@ -151,6 +154,10 @@ class ServerConn:
         self.secure = False
         # the database of the login this connection last served: resets restore it
         self.home_schema: str | None = None
+        # COM_SET_OPTION was relayed: it survives COM_RESET_CONNECTION and COM_CHANGE_USER
+        self.options_changed = False
+        # the role active after login; MariaDB keeps SET ROLE across both resets
+        self.default_role: str | None = None
 
     def __repr__(self) -> str:
         return f"<ServerConn #{self.serial} thread={self.thread_id} user={self.user}>"
@@ -216,19 +223,29 @@ class ServerConn:
         database across a reset, and returns charset to the handshake's. Pipelined in
         one write (one round trip's latency)."""
         if schema is None:
-            if self.schema is not None:
-                await self.change_user(None)
-                return
-        msgs = [frame(com_reset_connection(), 0)[0]]
-        if schema is not None:
-            msgs.append(frame(com_init_db(schema), 0)[0])
+            # Only COM_CHANGE_USER gets back to "no database selected", and ``self.schema``
+            # may say None while a database is selected: a client's `USE db` (COM_QUERY) is
+            # not tracked. Trusting it leaked the previous client's schema to the next one.
+            # change_user costs the same single round trip as the reset.
+            await self.change_user(None)
+            return
+        msgs = [frame(com_reset_connection(), 0)[0], frame(com_init_db(schema), 0)[0]]
+        if self.mariadb:
+            msgs.append(frame(com_query(self._set_role_sql()), 0)[0])
         await self.conn.send_all(b"".join(msgs))
         await self._read_ok(COM_RESET_CONNECTION)
         self.charset = self.handshake_charset
-        if schema is not None:
-            await self._read_ok(COM_INIT_DB)
+        await self._read_ok(COM_INIT_DB)
+        if self.mariadb:
+            await self._read_ok(COM_QUERY)
         self.schema = schema
         self.status = SERVER_STATUS_AUTOCOMMIT
+
+    def _set_role_sql(self) -> bytes:
+        role = self.default_role
+        if role is None:
+            return b"SET ROLE NONE"
+        return b"SET ROLE `" + role.replace("`", "``").encode("utf-8", "surrogateescape") + b"`"
 
     async def change_user(self, database: str | None) -> None:
         """COM_CHANGE_USER to the same login: a full reset that also sets the schema
@@ -243,6 +260,8 @@ class ServerConn:
         ).encode(self.capabilities)
         await self.send_payload(payload, 0)
         await self._auth_exchange(self._plugin, self._scramble, after_change_user=True)
+        if self.mariadb:
+            await self.command_ok(com_query(self._set_role_sql()))
         self.charset = self.handshake_charset
         self.schema = database
         self.status = SERVER_STATUS_AUTOCOMMIT
@@ -291,6 +310,22 @@ class ServerConn:
                 raise UpstreamError(f"unsupported auth exchange for plugin {plugin!r}")
             else:
                 raise UpstreamError("unexpected packet during upstream authentication")
+
+    def idle_alive(self) -> bool:
+        """For a connection between commands (idle in the pool): False when the server
+        closed it (restart, crash, wait_timeout, KILL) or sent something unsolicited
+        (the ERR MariaDB sends before closing). One non-blocking peek, no round trip:
+        without it the next client would log in on a dead connection and lose its
+        first query."""
+        if self.broken or self.buf.end:
+            return False
+        try:
+            self.conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return True  # nothing to read: the normal case
+        except OSError:
+            return False
+        return False  # EOF (b"") or unsolicited bytes
 
     def close(self) -> None:
         self.broken = True
@@ -423,6 +458,12 @@ async def _connect(
         server.handshake_charset = charset
         server.charset = charset
         server.schema = database or None
+        if server.mariadb:
+            # MariaDB keeps SET ROLE across COM_RESET_CONNECTION and COM_CHANGE_USER, so
+            # resets must restore the role a fresh login has (the account's default role)
+            rows = await server.query_rows("SELECT CURRENT_ROLE()")
+            role = rows[0][0] if rows else None
+            server.default_role = role.decode("utf-8", "surrogateescape") if role else None
         return server
     except BaseException:
         conn.close()

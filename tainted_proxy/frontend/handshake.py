@@ -165,7 +165,13 @@ async def client_handshake(
             raise ProtocolError("client asked for TLS, which was not offered")
         SslRequest.decode(payload)
         assert isinstance(io.conn, Conn)
-        io.conn = await io.conn.start_tls_server(ssl_context)
+        # Clients send their TLS ClientHello right behind the SSLRequest: whatever was
+        # read past the SSLRequest belongs to the TLS layer. Left in the packet buffer it
+        # was lost, and the handshake stalled until auth_timeout (then a plaintext ERR:
+        # "TLS/SSL error: wrong version number" in the mariadb CLI), intermittently.
+        early = bytes(io.buf.data[: io.buf.end])
+        io.buf.consume(io.buf.end)
+        io.conn = await io.conn.start_tls_server(ssl_context, early)
         tls = True
         seq, payload = await io.read_payload()
     try:

@@ -26,15 +26,25 @@ class ClientIO:
         """Wait until one whole logical packet is buffered; return its size in bytes
         (headers included). Raises PacketTooLarge past max_packet."""
         buf = self.buf
+        self._refuse_huge_header()
         got = buf.logical_packet_size()
         while got is None or not got[1]:
             if buf.end > self.max_packet + 4 * (buf.end // 0xFFFFFF + 1):
                 raise PacketTooLarge()
             await self.conn.recv_into(buf, wait_first=buf.end == 0)
+            self._refuse_huge_header()
             got = buf.logical_packet_size()
         if got[0] > self.max_packet + 4 * (got[0] // 0xFFFFFF + 1):
             raise PacketTooLarge()
         return got[0]
+
+    def _refuse_huge_header(self) -> None:
+        """Refuse a header announcing more than max_packet as soon as it arrives, before
+        logical_packet_size() reserves room for the announced payload: otherwise 4 bytes
+        from a client pin up to 16 MiB of memory until it sends (or never sends) the rest."""
+        d = self.buf.data
+        if self.buf.end >= 4 and (d[0] | d[1] << 8 | d[2] << 16) > self.max_packet:
+            raise PacketTooLarge()
 
     async def read_payload(self) -> tuple[int, bytes]:
         size = await self.wait_packet()

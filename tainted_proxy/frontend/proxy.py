@@ -29,7 +29,8 @@ from tainted_proxy.wire.packets import err_response
 log = logging.getLogger("tainted_proxy")
 
 # proxy-assigned client ids start high so they are easy to tell from server thread ids
-_FIRST_CLIENT_ID = 1_000_000
+# (below 2**31: some clients read the id as a signed 32-bit int)
+_FIRST_CLIENT_ID = 2_000_000_000
 
 
 @dataclass(slots=True)
@@ -39,6 +40,17 @@ class ProxyStats:
     auth_failures: int = 0
     checkout_timeouts: int = 0
     upstream_lost: int = 0
+
+
+def _caps_by_upstream_user(config: Config) -> dict[str, int]:
+    """users.NAME.max_connections caps the upstream connections of that user's upstream
+    login (the pool counts per login; proxy users sharing one login share the smallest cap)."""
+    caps: dict[str, int] = {}
+    for u in config.users.values():
+        if u.max_connections:
+            login, _ = u.upstream_credentials(config)
+            caps[login] = min(caps.get(login, u.max_connections), u.max_connections)
+    return caps
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -61,9 +73,7 @@ class Proxy:
         self.pool = Pool(
             self._open_upstream,
             max_connections=up.max_connections,
-            per_user_max={
-                name: u.max_connections for name, u in config.users.items() if u.max_connections
-            },
+            per_user_max=_caps_by_upstream_user(config),
             idle_timeout=config.pool.idle_timeout,
             max_lifetime=config.pool.max_lifetime,
         )

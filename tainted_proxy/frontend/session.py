@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from tainted_proxy.backend.server import ServerConn, UpstreamError
+from tainted_proxy.frontend.guard import KILL_WORD, KillRequest, Refusal, vet_kill
 from tainted_proxy.frontend.handshake import (
     SEMANTIC_CAPABILITIES,
     AuthFailed,
@@ -44,15 +45,16 @@ from tainted_proxy.wire.constants import (
     COM_QUIT,
     COM_REGISTER_SLAVE,
     COM_RESET_CONNECTION,
+    COM_SET_OPTION,
     COM_SHUTDOWN,
     COM_SLEEP,
     COM_STMT_BULK_EXECUTE,
+    COM_STMT_PREPARE,
     COM_TABLE_DUMP,
     COM_TIME,
     COMMAND_NAMES,
     ER_CON_COUNT_ERROR,
     ER_CONNECTION_KILLED,
-    ER_KILL_DENIED_ERROR,
     ER_NO_SUCH_THREAD,
     ER_PROXY_UPSTREAM,
     ER_UNKNOWN_COM_ERROR,
@@ -65,6 +67,7 @@ from tainted_proxy.wire.packets import (
     ErrPacket,
     com_init_db,
     com_query,
+    com_reset_connection,
     ok_response,
     text_resultset,
 )
@@ -93,16 +96,18 @@ _UNSUPPORTED = frozenset(
     )
 )
 
-# Statements the proxy answers or vets itself. Checked only on statements whose first
-# bytes could match, so ordinary traffic pays one startswith-like test.
-_KILL_RE = re.compile(
-    rb"^\s*(?:/\*.*?\*/\s*)*KILL\s+(?:(HARD|SOFT)\s+)?(?:(CONNECTION|QUERY)\s+)?(?:(ID)\s+)?(\S+?)\s*;?\s*$",
-    re.IGNORECASE | re.DOTALL,
-)
+# SELECT CONNECTION_ID() is answered with the proxy's id (the one in the greeting).
 _CONNECTION_ID_RE = re.compile(
     rb"^\s*SELECT\s+CONNECTION_ID\s*\(\s*\)\s*(?:AS\s+(`[^`]+`|\w+)\s*)?;?\s*$",
     re.IGNORECASE,
 )
+
+
+# the proxy's own exchanges with the server (INIT_DB, RESET, CHANGE_USER, KILL) are short
+_OWN_EXCHANGE_TIMEOUT = 30.0
+
+# the largest packet a client may send before it has logged in (see _login)
+_MAX_LOGIN_PACKET = 128 * 1024
 
 
 class SessionEnd(Exception):
@@ -144,6 +149,7 @@ class ClientSession:
                     reusable = not self.busy
                     try:
                         await io.send_too_large()
+                        await self._drain_client()
                     except ConnectionClosed:
                         pass
                 except ConnectionClosed:
@@ -152,6 +158,17 @@ class ClientSession:
                     log.info("client %s: protocol error: %s", self.id, exc)
                     reusable = False
                     await self._try_error(1, 1158, "08S01", f"tainted-proxy: protocol error: {exc}")
+                except trio.TooSlowError:
+                    reusable = False
+                    await self._try_error(
+                        1,
+                        ER_PROXY_UPSTREAM,
+                        "HY000",
+                        "tainted-proxy: the upstream server did not answer in time",
+                    )
+                except BaseException:
+                    reusable = False
+                    raise
             if scope.cancelled_caught:
                 reusable = reusable and not self.busy
         finally:
@@ -163,10 +180,24 @@ class ClientSession:
         if up is None:
             return
         pool = self.proxy.pool
-        if up.kills_in_flight or not reusable:
+        if up.kills_in_flight or up.options_changed or not reusable:
             pool.discard(up)
         else:
             pool.release_for_reset(up, self.proxy.default_schema_for(up))
+
+    async def _drain_client(self) -> None:
+        """After refusing an oversized packet: read and drop what the client is still
+        sending (at most 1 s / 64 MiB) before the socket is closed. Closing with unread
+        input sends a RST, and a client still busy writing its packet would then see
+        "connection reset" instead of the 1153 ERR just sent."""
+        buf = self.io.buf
+        buf.end = 0
+        drained = 0
+        with trio.move_on_after(1):
+            while drained < 64 << 20:
+                await self.io.conn.recv_into(buf)
+                drained += buf.end
+                buf.end = 0
 
     async def _try_error(self, seq: int, code: int, sqlstate: str, message: str) -> None:
         try:
@@ -179,6 +210,10 @@ class ClientSession:
     async def _login(self) -> bool:
         proxy = self.proxy
         io = self.io
+        # Before login a client may only make the proxy buffer what a handshake needs (a
+        # HandshakeResponse41 is a few KiB; clients cap connection attributes at 64 KiB):
+        # otherwise a bare 4-byte header from anyone reserves up to 16 MiB per connection.
+        max_packet, io.max_packet = io.max_packet, min(io.max_packet, _MAX_LOGIN_PACKET)
         try:
             with trio.fail_after(proxy.config.proxy.auth_timeout):
                 login = await client_handshake(
@@ -196,6 +231,7 @@ class ClientSession:
         except trio.TooSlowError:
             await self._try_error(0, 1043, "08S01", "Bad handshake: timed out")
             return False
+        io.max_packet = max_packet
         self.login = login
         self.user = login.user
         if not await self._attach(login, login.next_seq):
@@ -293,22 +329,29 @@ class ClientSession:
                 raise ProtocolError("empty command packet")
             cmd = data[4]
             self.queries += 1
-            if cmd == COM_QUERY:
-                head = bytes(data[5 : min(size, 64)]).lstrip()[:4].upper()
-                if head == b"KILL" or (
-                    head == b"SELE" and _CONNECTION_ID_RE.match(bytes(data[5:size]))
+            if cmd == COM_QUERY or cmd == COM_STMT_PREPARE:
+                # C-speed pre-checks; only suspicious commands are copied and examined
+                if KILL_WORD.search(data, 5, size) is not None or (
+                    cmd == COM_QUERY
+                    and bytes(data[5 : min(size, 64)]).lstrip()[:4].upper() == b"SELE"
+                    and _CONNECTION_ID_RE.match(bytes(data[5:size]))
                 ):
                     payload = bytes(data[4:size])
-                    cbuf.consume(size)
-                    await self._query_answered_here(payload)
-                    continue
+                    if await self._answered_here(cmd, payload):
+                        cbuf.consume(size)
+                        continue
             elif cmd == COM_QUIT:
                 raise SessionEnd(True)
             elif cmd in _SPECIAL:
                 payload = bytes(data[4:size])
                 seq = data[3]
                 cbuf.consume(size)
-                await _SPECIAL[cmd](self, payload, seq)
+                # the proxy's own upstream exchanges: never reuse a connection left
+                # mid-exchange, and never wait forever on a stalled server
+                self.busy = True
+                with trio.fail_after(_OWN_EXCHANGE_TIMEOUT):
+                    await _SPECIAL[cmd](self, payload, seq)
+                self.busy = False
                 continue
             elif cmd in _UNSUPPORTED:
                 cbuf.consume(size)
@@ -320,7 +363,14 @@ class ClientSession:
                     1,
                 )
                 continue
+            if cmd == COM_SET_OPTION and self.up is not None:
+                # multi-statements on/off outlives a reset: such a connection is never reused
+                self.up.options_changed = True
             await self._relay(cmd, size)
+            if self.killed:
+                # KILL CONNECTION arrived while this session was busy
+                await self._try_error(1, ER_CONNECTION_KILLED, "70100", "Connection was killed")
+                raise SessionEnd(False)
 
     async def _relay(self, cmd: int, size: int) -> None:
         """Forward one command (the first ``size`` bytes of the client buffer) and its
@@ -404,43 +454,26 @@ class ClientSession:
         raise SessionEnd(False)
 
     # -- commands the proxy handles itself ---------------------------------------
-    async def _query_answered_here(self, payload: bytes) -> None:
+    async def _answered_here(self, cmd: int, payload: bytes) -> bool:
+        """KILL and CONNECTION_ID() are the proxy's business. True if answered here
+        (the caller drops the command), False to relay it."""
         sql = payload[1:]
-        m = _KILL_RE.match(sql)
-        if m is not None:
-            await self._kill(m, sql)
-            return
-        m2 = _CONNECTION_ID_RE.match(sql)
-        if m2 is not None:
-            name = (m2.group(1) or b"CONNECTION_ID()").decode().strip("`")
-            assert self.login is not None
-            await self.io.conn.send_all(
-                text_resultset([name], [[self.id]], self.login.capabilities, status=self._status())
-            )
-            return
-        # a KILL we do not understand (KILL USER ...): never forward, it could reach
-        # other clients' connections
-        await self.io.send_error(
-            ER_KILL_DENIED_ERROR,
-            "HY000",
-            "tainted-proxy: only KILL [QUERY|CONNECTION] <id> of your own connections is allowed",
-            1,
+        verdict = vet_kill(sql, prepare=cmd == COM_STMT_PREPARE)
+        if isinstance(verdict, Refusal):
+            await self.io.send_error(verdict.code, verdict.sqlstate, verdict.message, 1)
+            return True
+        if isinstance(verdict, KillRequest):
+            await self._kill_id(verdict.target, verdict.query_only)
+            return True
+        m = _CONNECTION_ID_RE.match(sql) if cmd == COM_QUERY else None
+        if m is None:
+            return False
+        name = (m.group(1) or b"CONNECTION_ID()").decode("utf-8", "replace").strip("`")
+        assert self.login is not None
+        await self.io.conn.send_all(
+            text_resultset([name], [[self.id]], self.login.capabilities, status=self._status())
         )
-
-    async def _kill(self, m: re.Match[bytes], sql: bytes) -> None:
-        query_only = (m.group(2) or b"").upper() == b"QUERY"
-        raw = m.group(4)
-        try:
-            target_id = int(raw)
-        except ValueError:
-            await self.io.send_error(
-                ER_KILL_DENIED_ERROR,
-                "HY000",
-                "tainted-proxy: only KILL [QUERY|CONNECTION] <id> of your own connections is allowed",
-                1,
-            )
-            return
-        await self._kill_id(target_id, query_only)
+        return True
 
     async def _com_process_kill(self, payload: bytes, seq: int) -> None:
         if len(payload) < 5:
@@ -476,8 +509,11 @@ class ClientSession:
                 await me.command_ok(com_query(f"KILL {verb} {tup.thread_id}".encode()))
             except UpstreamError as exc:
                 err = exc.err
-                if err is None or err.code != ER_NO_SUCH_THREAD:
+                if err is None:
                     raise SessionEnd(False) from exc
+                if err.code != ER_NO_SUCH_THREAD:  # e.g. privileges: say so, keep going
+                    await self.io.send_error(err.code, err.sqlstate, err.message, 1)
+                    return
             finally:
                 tup.kills_in_flight -= 1
         if not query_only:
@@ -490,7 +526,12 @@ class ClientSession:
         up = self.up
         assert up is not None and self.login is not None
         try:
-            await up.reset(None)
+            # A plain COM_RESET_CONNECTION, exactly what the server would do: MariaDB keeps
+            # the current database across a reset, so the client must stay in the schema it
+            # had selected. (``up.reset(None)`` went through COM_CHANGE_USER and left the
+            # client with no database at all.) ``up.schema`` is unchanged by the reset.
+            await up.command_ok(com_reset_connection())
+            up.charset = up.handshake_charset  # the server reverts to the handshake charset
             if up.charset != self.login.charset:
                 await self._set_charset(up, self.login.charset)
         except UpstreamError as exc:

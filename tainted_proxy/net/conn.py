@@ -86,8 +86,9 @@ class Conn:
                 raise ConnectionClosed(str(exc)) from exc
             view = view[k:]
 
-    async def start_tls_server(self, ctx: ssl.SSLContext) -> TlsConn:
-        tls = TlsConn(self.sock, ctx, server_side=True, server_hostname=None)
+    async def start_tls_server(self, ctx: ssl.SSLContext, initial: bytes = b"") -> TlsConn:
+        """``initial``: bytes of the client's TLS handshake already read from the socket."""
+        tls = TlsConn(self.sock, ctx, server_side=True, server_hostname=None, initial=initial)
         await tls.handshake()
         return tls
 
@@ -113,6 +114,34 @@ class Conn:
         self.close()
 
 
+class _Prefixed(trio.abc.Stream):
+    """A transport that first returns ``prefix``: bytes already read off the socket that
+    belong to the TLS layer (a client's ClientHello that arrived in the same read as its
+    SSLRequest)."""
+
+    def __init__(self, inner: trio.SocketStream, prefix: bytes) -> None:
+        self.inner = inner
+        self.socket = inner.socket  # TlsConn.close() reaches the socket through this
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            await checkpoint()
+            n = len(self._prefix) if max_bytes is None else max_bytes
+            data, self._prefix = self._prefix[:n], self._prefix[n:]
+            return data
+        return await self.inner.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 class TlsConn:
     """Same interface as Conn, through trio.SSLStream (TLS costs more CPU anyway)."""
 
@@ -125,6 +154,7 @@ class TlsConn:
         *,
         server_side: bool,
         server_hostname: str | None,
+        initial: bytes = b"",
     ) -> None:
         self.sock = sock
         self.closed = False
@@ -134,8 +164,11 @@ class TlsConn:
         except OSError:
             self.peer = "?"
         tsock = trio.socket.from_stdlib_socket(sock)
+        transport: trio.abc.Stream = trio.SocketStream(tsock)
+        if initial:
+            transport = _Prefixed(trio.SocketStream(tsock), initial)
         self._stream = trio.SSLStream(
-            trio.SocketStream(tsock),
+            transport,
             ctx,
             server_side=server_side,
             server_hostname=server_hostname,

@@ -146,7 +146,9 @@ class Pool:
         stack = self.idle.get(key)
         while stack:
             conn = stack.pop()  # LIFO: the warmest connection
-            if conn.broken:
+            # idle_alive(): the server may have closed it while it sat idle (restart,
+            # crash, wait_timeout); handing it out would fail the client's first query
+            if conn.broken or not conn.idle_alive():
                 self._close(conn)
                 continue
             self.in_use.add(conn)
@@ -204,7 +206,8 @@ class Pool:
             raise PoolTimeout(
                 f"no upstream connection available within {timeout:g}s "
                 f"({self.total}/{self.max_connections} open, "
-                f"{len(self.in_use)} in use, {len(self.waiters)} clients waiting)"
+                f"{len(self.in_use)} in use, {len(self.waiters)} clients waiting; "
+                "raise upstream.max_connections or pool.checkout_timeout)"
             )
         if waiter.conn is not None:
             return waiter.conn

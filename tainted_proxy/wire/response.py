@@ -166,7 +166,8 @@ class ResponseTracker:
         return self.state == INFILE
 
     def infile_sent(self) -> None:
-        self.state = SINGLE
+        # the OK/ERR that follows may carry MORE_RESULTS_EXISTS (LOAD DATA in a batch)
+        self.state = FIRST
 
     @property
     def mid_packet(self) -> bool:

@@ -59,3 +59,41 @@ def test_server_error_is_passed_through_with_code_and_message(proxy, connect):
         assert "no_such_table_xyz" in e.value.args[1]
         cur.execute("SELECT 2")
         assert cur.fetchone() == (2,)
+
+
+def test_role_set_by_one_client_is_gone_for_the_next(proxy_factory, connect, app_account):
+    app_account.execute("CREATE ROLE IF NOT EXISTS leak_role")
+    app_account.execute("GRANT leak_role TO 'app'@'%'")
+    p = proxy_factory(upstream={"max_connections": 1})  # one connection: surely reused
+    with connect(p) as c, c.cursor() as cur:
+        cur.execute("SET ROLE leak_role")
+        cur.execute("SELECT CURRENT_ROLE()")
+        assert cur.fetchone() == ("leak_role",)
+    with connect(p) as c, c.cursor() as cur:
+        cur.execute("SELECT CURRENT_ROLE()")
+        assert cur.fetchone() == (None,)
+
+
+def test_multi_statements_switched_on_by_com_set_option_do_not_reach_the_next_client(
+    proxy_factory, connect
+):
+    p = proxy_factory(upstream={"max_connections": 1})
+    with connect(p) as c:
+        c._execute_command(0x1B, b"\x00\x00")  # COM_SET_OPTION MULTI_STATEMENTS_ON
+        c._read_packet()
+    with connect(p) as c, c.cursor() as cur:
+        with pytest.raises(pymysql.err.ProgrammingError):
+            cur.execute("SELECT 1; SELECT 2")
+
+
+def test_load_data_local_infile_inside_a_multi_statement_batch(proxy, connect, tmp_path):
+    f = tmp_path / "rows.tsv"
+    f.write_text("1\ta\n2\tb\n")
+    flags = pymysql.constants.CLIENT.MULTI_STATEMENTS
+    with connect(proxy, client_flag=flags, local_infile=True) as c, c.cursor() as cur:
+        cur.execute("CREATE TEMPORARY TABLE li_batch (id int, v text)")
+        cur.execute(f"LOAD DATA LOCAL INFILE '{f}' INTO TABLE li_batch; SELECT 42")
+        cur.nextset()
+        assert cur.fetchall() == ((42,),)
+        cur.execute("SELECT COUNT(*) FROM li_batch")
+        assert cur.fetchone() == (2,)

@@ -21,11 +21,14 @@ OTHER_USER = PoolKey("reporting", 0)
 
 def make_pool(cap: int = 2, **kw) -> tuple[Pool, list[ServerConn]]:
     opened: list[ServerConn] = []
+    peers: list[socket.socket] = []
 
     async def opener(key: PoolKey) -> ServerConn:
         await trio.sleep(0)
         a, b = socket.socketpair()
-        b.close()
+        # keep the "server" end open: an idle connection whose peer closed is rightly
+        # treated as dead by the pool (ServerConn.idle_alive)
+        peers.append(b)
         conn = ServerConn(Conn(a), 0, key.user)
         opened.append(conn)
         return conn
