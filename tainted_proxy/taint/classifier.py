@@ -79,7 +79,7 @@ def classify_flags(sql: str | bytes, flags: int = 0) -> Classification | None:
     else the cached or new `Classification` (which may be clean too).
     """
     if type(sql) is not str and type(sql) is not bytes:
-        sql = bytes(sql)  # bytearray, memoryview
+        sql = str(sql) if isinstance(sql, str) else bytes(sql)  # bytearray, memoryview
     cache = _caches[flags & 3]
     r = cache.get(sql)
     if r is not None:

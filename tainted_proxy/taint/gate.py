@@ -54,7 +54,7 @@ TRIGGERS = (
 HEADS = ("SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH")
 
 _BLOCK_COMMENT = r"/\*(?!!|[Mm]!)[^*]*\*+(?:[^/*][^*]*\*+)*/"
-_LINE_COMMENT = r"(?:--(?=[ \t\r\n\f\v])|\#)[^\n\x00]*"
+_LINE_COMMENT = r"(?:--(?=[ \t\r\n\f\v])|\#)[^\n\x00]*+"
 #: The head keyword, after whitespace, "(" and ordinary comments (not after
 #: a literal or an executable comment: then the statement is not plain DML).
 _HEAD = (

@@ -604,6 +604,7 @@ def _get(toks: list[Token], i: int, text: str, acc: Acc, recurse: Recurse) -> No
 
 
 _DEFINITIONS = frozenset({"PROCEDURE", "FUNCTION", "TRIGGER", "EVENT", "VIEW", "PACKAGE"})
+_AFTER_DEFINER = _DEFINITIONS | {"SQL", "AGGREGATE", "DEFINER", "ALGORITHM"}
 _CREATE_SKIP = frozenset(
     {"OR", "REPLACE", "AGGREGATE", "ONLINE", "OFFLINE", "UNIQUE", "FULLTEXT", "SPATIAL"}
 )
@@ -624,7 +625,7 @@ def _create(toks: list[Token], i: int, text: str, acc: Acc, recurse: Recurse) ->
             # DEFINER = user | CURRENT_USER[()]; ALGORITHM = x: skip to the next
             # keyword that can follow them.
             j += 1
-            while j < n and _w(toks, j) not in _DEFINITIONS | {"SQL", "AGGREGATE", "DEFINER"}:
+            while j < n and _w(toks, j) not in _AFTER_DEFINER:
                 j += 1
         elif w == "SQL" and _w(toks, j + 1) == "SECURITY":
             j += 3
