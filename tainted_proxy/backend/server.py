@@ -198,6 +198,15 @@ class ServerConn:
         self.status = ok.status
         return ok
 
+    async def init_db(self, payload: bytes) -> bytes:
+        """Relay one COM_INIT_DB payload; return the server's response payload (OK or
+        ERR) and remember the schema when it was selected."""
+        await self.send_payload(payload, 0)
+        _seq, resp = await self.read_packet()
+        if resp[:1] == b"\x00":
+            self.schema = payload[1:].decode("utf-8", "surrogateescape")
+        return resp
+
     async def query_rows(self, sql: str) -> list[list[bytes | None]]:
         """Run a query of the proxy's own and return its text rows (small results only)."""
         await self.send_payload(com_query(sql.encode()), 0)

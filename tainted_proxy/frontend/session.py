@@ -272,13 +272,11 @@ class ClientSession:
         self.up = up
         try:
             if login.database is not None and up.schema != login.database:
-                await up.send_payload(com_init_db(login.database), 0)
-                _s, resp = await up.read_packet()
+                resp = await up.init_db(com_init_db(login.database))
                 if resp[:1] == b"\xff":
                     err = ErrPacket.decode(resp)
                     await self._try_error(seq, err.code, err.sqlstate, err.message)
                     return False
-                up.schema = login.database
             elif login.database is None and up.schema is not None:
                 await up.change_user(None)
             if up.charset != login.charset:
@@ -592,11 +590,7 @@ class ClientSession:
         """Relay, and remember the schema so a reset can restore it."""
         up = self.up
         assert up is not None
-        await up.send_payload(payload, 0)
-        _s, resp = await up.read_packet()
-        if resp[:1] == b"\x00":
-            up.schema = payload[1:].decode("utf-8", "surrogateescape")
-        await self.io.send_payload(resp, 1)
+        await self.io.send_payload(await up.init_db(payload), 1)
 
 
 _SPECIAL = {
