@@ -278,6 +278,9 @@ class PoolSection(BaseModel):
     min_idle: int = Field(0, ge=0)
     max_lifetime: SecondsOrZero = 3600.0
     reset_on_release: bool = True
+    # transaction/statement pooling: binary prepared statements kept per upstream
+    # connection (least recently used ones are closed beyond this)
+    prepared_statement_cache: int = Field(256, ge=1)
 
 
 class UserConfig(BaseModel):
@@ -296,6 +299,9 @@ class UserConfig(BaseModel):
     upstream_user: str = ""
     upstream_password: str = Field("", repr=False)
     max_connections: int = Field(0, ge=0)
+    # transaction/statement pooling: upstream connections this user's sessions may hold
+    # pinned at once (0: no cap); at the cap a pinning statement waits, then fails
+    max_pinned: int = Field(0, ge=0)
 
     @field_validator("password")
     @classmethod

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import trio
 
 from tainted_proxy.net import Conn, ConnectionClosed, TlsConn, open_tcp, open_unix
+from tainted_proxy.state.settings import EMPTY, TRACKING_SQL, Baseline, Settings, settings_sql
 from tainted_proxy.wire import auth as wauth
 from tainted_proxy.wire.buffer import PacketBuffer, join_payload
 from tainted_proxy.wire.codec import frame
@@ -36,6 +37,7 @@ from tainted_proxy.wire.constants import (
     COM_QUERY,
     COM_RESET_CONNECTION,
     SERVER_STATUS_AUTOCOMMIT,
+    SERVER_STATUS_NO_BACKSLASH_ESCAPES,
 )
 from tainted_proxy.wire.errors import ProtocolError
 from tainted_proxy.wire.packets import (
@@ -126,6 +128,9 @@ class ServerConn:
         "home_schema",
         "options_changed",
         "default_role",
+        "settings",
+        "tracking",
+        "statements",
     )
 
     def __init__(self, conn: Conn | TlsConn, capabilities: int, user: str) -> None:
@@ -158,6 +163,13 @@ class ServerConn:
         self.options_changed = False
         # the role active after login; MariaDB keeps SET ROLE across both resets
         self.default_role: str | None = None
+        # transaction pooling: the session variables this connection carries that differ
+        # from a fresh one (as the server reported them), and whether the proxy's
+        # session trackers are on (every reset turns them off)
+        self.settings: Settings = EMPTY
+        self.tracking = False
+        # binary prepared statements cached on this connection (frontend.statements)
+        self.statements: object = None
 
     def __repr__(self) -> str:
         return f"<ServerConn #{self.serial} thread={self.thread_id} user={self.user}>"
@@ -238,17 +250,91 @@ class ServerConn:
             # change_user costs the same single round trip as the reset.
             await self.change_user(None)
             return
+        tracking = self.tracking
         msgs = [frame(com_reset_connection(), 0)[0], frame(com_init_db(schema), 0)[0]]
         if self.mariadb:
             msgs.append(frame(com_query(self._set_role_sql()), 0)[0])
+        if tracking:
+            msgs.append(frame(com_query(TRACKING_SQL), 0)[0])
         await self.conn.send_all(b"".join(msgs))
         await self._read_ok(COM_RESET_CONNECTION)
+        self._forget_session()
         self.charset = self.handshake_charset
         await self._read_ok(COM_INIT_DB)
         if self.mariadb:
             await self._read_ok(COM_QUERY)
+        if tracking:
+            await self._read_ok(COM_QUERY)
+            self.tracking = True
         self.schema = schema
         self.status = SERVER_STATUS_AUTOCOMMIT
+        self._forget_session()
+
+    def _forget_session(self) -> None:
+        """After COM_RESET_CONNECTION / COM_CHANGE_USER: the server dropped every
+        setting, statement and the trackers."""
+        self.settings = EMPTY
+        self.tracking = False
+        forget = getattr(self.statements, "forget_all", None)
+        if forget is not None:
+            forget()
+
+    async def converge(
+        self,
+        settings: Settings,
+        schema: str | None,
+        baseline: Baseline,
+        extra: str = "",
+    ) -> bool:
+        """Bring this connection to ``settings`` and ``schema`` with the trackers on:
+        one ``SET SESSION`` with only the differences and a COM_INIT_DB, pipelined in
+        one write. ``extra`` is one more assignment for the same SET (a session's
+        ``last_insert_id``). True when a round trip was needed. On ERR the connection's
+        state is unknown: UpstreamError, and the caller must discard it."""
+        if schema is None and self.schema is not None:
+            # only COM_CHANGE_USER gets back to "no database selected"
+            await self.change_user(None)
+        parts: list[bytes] = []
+        if not self.tracking:
+            parts.append(TRACKING_SQL[len(b"SET SESSION ") :])
+        diff = settings_sql(
+            self.settings,
+            settings,
+            baseline,
+            no_backslash_escapes=bool(self.status & SERVER_STATUS_NO_BACKSLASH_ESCAPES),
+        )
+        if diff is not None:
+            parts.append(diff[len(b"SET SESSION ") :])
+        if extra:
+            parts.append(extra.encode())
+        use_db = schema is not None and schema != self.schema
+        msgs: list[bytes] = []
+        if parts:
+            msgs.append(frame(com_query(b"SET SESSION " + b", ".join(parts)), 0)[0])
+        if use_db:
+            assert schema is not None
+            msgs.append(frame(com_init_db(schema), 0)[0])
+        if not msgs:
+            return False
+        await self.conn.send_all(b"".join(msgs))
+        # read every response even after an ERR: pipelined answers must not be left behind
+        first_error: UpstreamError | None = None
+        if parts:
+            try:
+                await self._read_ok(COM_QUERY)
+            except UpstreamError as exc:
+                first_error = exc
+        if use_db:
+            try:
+                await self._read_ok(COM_INIT_DB)
+            except UpstreamError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+        self.tracking = True
+        self.settings = settings
+        self.schema = schema
+        return True
 
     def _set_role_sql(self) -> bytes:
         role = self.default_role
@@ -267,10 +353,15 @@ class ServerConn:
             auth_plugin=self._plugin,
             attributes={},
         ).encode(self.capabilities)
+        tracking = self.tracking
         await self.send_payload(payload, 0)
         await self._auth_exchange(self._plugin, self._scramble, after_change_user=True)
+        self._forget_session()
         if self.mariadb:
             await self.command_ok(com_query(self._set_role_sql()))
+        if tracking:
+            await self.command_ok(com_query(TRACKING_SQL))
+            self.tracking = True
         self.charset = self.handshake_charset
         self.schema = database
         self.status = SERVER_STATUS_AUTOCOMMIT

@@ -11,7 +11,8 @@ import itertools
 import logging
 import socket
 import ssl
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import trio
 from trio.lowlevel import wait_readable
@@ -23,6 +24,7 @@ from tainted_proxy.frontend.io import ClientIO
 from tainted_proxy.frontend.session import ClientSession
 from tainted_proxy.net import Conn, ConnectionClosed
 from tainted_proxy.pool.pool import Pool, PoolKey
+from tainted_proxy.state.settings import Baseline
 from tainted_proxy.wire.constants import DEFAULT_CHARSET_ID, ER_CON_COUNT_ERROR
 from tainted_proxy.wire.packets import err_response
 
@@ -40,6 +42,11 @@ class ProxyStats:
     auth_failures: int = 0
     checkout_timeouts: int = 0
     upstream_lost: int = 0
+    # transaction/statement pooling: pin reason -> times a session got pinned for it
+    pins: Counter[str] = field(default_factory=Counter)
+    pinned_now: int = 0
+    emulated: int = 0  # LAST_INSERT_ID() / ROW_COUNT() answered by the proxy
+    refused_in_statement_mode: int = 0
 
 
 def _caps_by_upstream_user(config: Config) -> dict[str, int]:
@@ -85,14 +92,10 @@ class Proxy:
         self.ssl_context = self._client_ssl_context()
         self.port = 0
         self._listener: socket.socket | None = None
-        not_yet = sorted(n for n, u in config.users.items() if u.pool_mode != "session")
-        if not_yet:
-            # Session mode never shares state, so falling back to it is safe; say so loudly.
-            log.warning(
-                "transaction/statement pooling is not implemented yet; users %s are served "
-                "in session mode",
-                ", ".join(not_yet),
-            )
+        # transaction pooling: what a fresh upstream connection's session looks like,
+        # and each character set's default collation (SET NAMES cs implies it)
+        self.baseline = Baseline()
+        self.default_collation: dict[str, str] = {}
 
     # -- configuration lookups ---------------------------------------------------
     def _client_ssl_context(self) -> ssl.SSLContext | None:
@@ -162,11 +165,29 @@ class Proxy:
             if not self.config.proxy.server_version:
                 self.server_version = conn.server_version
             rows = await conn.query_rows(
-                "SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS"
+                "SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME, IS_DEFAULT "
+                "FROM information_schema.COLLATIONS"
             )
-            for cid, cs, coll in rows:
+            for cid, cs, coll, default in rows:
                 if cid is not None and cs is not None and coll is not None:
                     self.collations[int(cid)] = (cs.decode(), coll.decode())
+                    if default == b"Yes":
+                        self.default_collation[cs.decode()] = coll.decode()
+            # the baseline of the settings vectors (state/settings.py): read on a
+            # connection opened like the pool's (same login, same handshake charset)
+            rows = await conn.query_rows(
+                "SELECT LOWER(VARIABLE_NAME), SESSION_VALUE, VARIABLE_TYPE "
+                "FROM information_schema.SYSTEM_VARIABLES WHERE VARIABLE_SCOPE <> 'GLOBAL'"
+            )
+            self.baseline = Baseline.from_rows(
+                (
+                    n.decode(),
+                    None if v is None else v.decode("utf-8", "surrogateescape"),
+                    (t or b"").decode(),
+                )
+                for n, v, t in rows
+                if n is not None
+            )
         finally:
             conn.close()
 

@@ -28,8 +28,22 @@ from tainted_proxy.frontend.handshake import (
 from tainted_proxy.frontend.io import ClientIO, PacketTooLarge
 from tainted_proxy.net import ConnectionClosed
 from tainted_proxy.pool.pool import PoolKey, PoolTimeout
+from tainted_proxy.state import pins as pinreasons
+from tainted_proxy.state.pins import Pins
+from tainted_proxy.state.settings import (
+    EMPTY,
+    IGNORED,
+    UNKEYABLE,
+    Settings,
+    apply_reported,
+    for_charset,
+)
+from tainted_proxy.taint.classifier import classify_flags
+from tainted_proxy.taint.effects import Classification, Effect
+from tainted_proxy.taint.lexer import flags_from_status
 from tainted_proxy.wire import auth as wauth
 from tainted_proxy.wire.constants import (
+    CLIENT_SESSION_TRACK,
     COM_BINLOG_DUMP,
     COM_BINLOG_DUMP_GTID,
     COM_CHANGE_USER,
@@ -39,6 +53,7 @@ from tainted_proxy.wire.constants import (
     COM_DEBUG,
     COM_DELAYED_INSERT,
     COM_INIT_DB,
+    COM_PING,
     COM_PROCESS_INFO,
     COM_PROCESS_KILL,
     COM_QUERY,
@@ -49,6 +64,8 @@ from tainted_proxy.wire.constants import (
     COM_SHUTDOWN,
     COM_SLEEP,
     COM_STMT_BULK_EXECUTE,
+    COM_STMT_CLOSE,
+    COM_STMT_EXECUTE,
     COM_STMT_PREPARE,
     COM_TABLE_DUMP,
     COM_TIME,
@@ -58,17 +75,25 @@ from tainted_proxy.wire.constants import (
     ER_NO_SUCH_THREAD,
     ER_PROXY_UPSTREAM,
     ER_UNKNOWN_COM_ERROR,
+    SERVER_SESSION_STATE_CHANGED,
     SERVER_STATUS_AUTOCOMMIT,
+    SERVER_STATUS_IN_TRANS,
 )
 from tainted_proxy.wire.errors import ProtocolError
 from tainted_proxy.wire.packets import (
     AuthSwitchRequest,
     ChangeUser,
     ErrPacket,
+    OkPacket,
+    SchemaChange,
+    StateChange,
+    SysVarChange,
     com_init_db,
     com_query,
     com_reset_connection,
     ok_response,
+    parse_session_state,
+    strip_session_tracking,
     text_resultset,
 )
 
@@ -131,6 +156,25 @@ class ClientSession:
         self.connected_at = time.monotonic()
         self.cancel_scope: trio.CancelScope | None = None
         self.queries = 0
+        # transaction/statement pooling (None: session pooling). The session's own
+        # state travels with it between upstream connections: its settings vector and
+        # schema (while it holds no connection), its pins, and the values of its last
+        # statement that the proxy can answer itself.
+        self.mode: str | None = None
+        self.key: PoolKey | None = None
+        self.settings: Settings = EMPTY
+        self.schema: str | None = None
+        self.status = SERVER_STATUS_AUTOCOMMIT
+        self.pins = Pins()
+        self.pin_reason: str | None = None
+        self.last_insert_id = 0
+        self.row_count = -1
+        self.stmt_ids: set[int] = set()
+        self._reported: dict[str, str] = {}
+        self._reported_schema: str | None = None
+        self._schema_changed = False
+        self._state_changed = False
+        self._closing_id = -1
 
     # -- lifecycle ---------------------------------------------------------------
     async def run(self) -> None:
@@ -180,8 +224,17 @@ class ClientSession:
         if up is None:
             return
         pool = self.proxy.pool
+        if self.pin_reason is not None:
+            self.pin_reason = None
+            self.proxy.stats.pinned_now -= 1
         if up.kills_in_flight or up.options_changed or not reusable:
             pool.discard(up)
+        elif self.mode is not None:
+            if up.status & SERVER_STATUS_IN_TRANS or self.pins.reason() is not None:
+                # roll back, drop temp tables and locks: the next session starts clean
+                pool.release_for_reset(up, up.schema)
+            else:
+                pool.release(up)
         else:
             pool.release_for_reset(up, self.proxy.default_schema_for(up))
 
@@ -242,32 +295,28 @@ class ClientSession:
         return True
 
     def _status(self) -> int:
-        return self.up.status if self.up is not None else SERVER_STATUS_AUTOCOMMIT
+        return self.up.status if self.up is not None else self.status
 
     def _pool_key(self, login: ClientLogin) -> PoolKey:
         up_user, _ = self.proxy.upstream_credentials(login.user)
-        return PoolKey(up_user, login.capabilities & SEMANTIC_CAPABILITIES)
+        caps = login.capabilities & SEMANTIC_CAPABILITIES
+        if self.mode is None:
+            return PoolKey(up_user, caps)
+        # pooled upstreams always report session state, whatever the client asked for
+        return PoolKey(up_user, caps | CLIENT_SESSION_TRACK, tracked=True)
 
     async def _attach(self, login: ClientLogin, seq: int) -> bool:
         """Get an upstream connection for this login and bring it to the login's schema
         and charset. On failure the client gets an ERR (at ``seq``) and False."""
         proxy = self.proxy
-        key = self._pool_key(login)
-        try:
-            up = await proxy.pool.acquire(key, proxy.config.pool.checkout_timeout)
-        except PoolTimeout as exc:
-            proxy.stats.checkout_timeouts += 1
-            await self._try_error(
-                seq, ER_CON_COUNT_ERROR, "08004", f"Too many connections: tainted-proxy: {exc}"
-            )
-            return False
-        except UpstreamError as exc:
-            err = exc.err
-            if err is not None and err.code == ER_CON_COUNT_ERROR:
-                msg = f"tainted-proxy: upstream refused a new connection: {err.message}"
-            else:
-                msg = f"tainted-proxy: cannot open an upstream connection: {exc}"
-            await self._try_error(seq, ER_PROXY_UPSTREAM, "HY000", msg)
+        user = proxy.config.user(login.user)
+        mode = user.pool_mode if user is not None else "session"
+        self.mode = None if mode == "session" else mode
+        key = self.key = self._pool_key(login)
+        if self.mode is not None:
+            return await self._attach_pooled(login, seq)
+        up = await self._acquire(key, None, seq)
+        if up is None:
             return False
         self.up = up
         try:
@@ -293,6 +342,56 @@ class ClientSession:
             )
             return False
         return True
+
+    async def _acquire(
+        self, key: PoolKey, want: tuple[Settings, str | None] | None, seq: int
+    ) -> ServerConn | None:
+        """A connection from the pool, or None after telling the client why not."""
+        proxy = self.proxy
+        try:
+            return await proxy.pool.acquire(key, proxy.config.pool.checkout_timeout, want)
+        except PoolTimeout as exc:
+            proxy.stats.checkout_timeouts += 1
+            await self._try_error(
+                seq, ER_CON_COUNT_ERROR, "08004", f"Too many connections: tainted-proxy: {exc}"
+            )
+            return None
+        except UpstreamError as exc:
+            err = exc.err
+            if err is not None and err.code == ER_CON_COUNT_ERROR:
+                msg = f"tainted-proxy: upstream refused a new connection: {err.message}"
+            else:
+                msg = f"tainted-proxy: cannot open an upstream connection: {exc}"
+            await self._try_error(seq, ER_PROXY_UPSTREAM, "HY000", msg)
+            return None
+
+    def _login_settings(self, charset: int) -> Settings:
+        names = self.proxy.collations.get(charset)
+        if names is None:
+            return EMPTY
+        return for_charset(names[0], names[1], self.proxy.baseline)
+
+    async def _attach_pooled(self, login: ClientLogin, seq: int) -> bool:
+        """Transaction/statement pooling: the login's state (its charset, its schema)
+        becomes the session's; a connection is checked out once to prove the schema
+        exists (ERR 1049 as from the server), then given back at once."""
+        self._forget_session_state()
+        self.schema = login.database
+        if not await self._checkout(None, seq):
+            return False
+        self._maybe_release()
+        return True
+
+    def _forget_session_state(self) -> None:
+        """What a fresh login (or COM_RESET_CONNECTION) has: no pins, no statements,
+        the login's charset, autocommit on."""
+        assert self.login is not None
+        self.pins.clear()
+        self.stmt_ids.clear()
+        self.settings = self._login_settings(self.login.charset)
+        self.status = SERVER_STATUS_AUTOCOMMIT
+        self.last_insert_id = 0
+        self.row_count = -1
 
     async def _set_charset(self, up: ServerConn, charset: int) -> None:
         names = self.proxy.collations.get(charset)
@@ -337,6 +436,7 @@ class ClientSession:
                     payload = bytes(data[4:size])
                     if await self._answered_here(cmd, payload):
                         cbuf.consume(size)
+                        self._maybe_release()
                         continue
             elif cmd == COM_QUIT:
                 raise SessionEnd(True)
@@ -350,6 +450,7 @@ class ClientSession:
                 with trio.fail_after(_OWN_EXCHANGE_TIMEOUT):
                     await _SPECIAL[cmd](self, payload, seq)
                 self.busy = False
+                self._maybe_release()
                 continue
             elif cmd in _UNSUPPORTED:
                 cbuf.consume(size)
@@ -360,6 +461,9 @@ class ClientSession:
                     f"Unknown command: tainted-proxy does not relay {name}",
                     1,
                 )
+                continue
+            if self.mode is not None:
+                await self._pooled_command(cmd, size)
                 continue
             if cmd == COM_SET_OPTION and self.up is not None:
                 # multi-statements on/off outlives a reset: such a connection is never reused
@@ -390,13 +494,16 @@ class ClientSession:
             cbuf.consume(size)
         tracker = up.tracker
         tracker.start(cmd)
+        pooled = self.mode is not None
+        tracker.collect_ok = pooled
         sbuf = up.buf
         forwarded = False
         while True:
             if sbuf.end:
                 pos = tracker.scan(sbuf.data, sbuf.end)
                 if pos:
-                    view = memoryview(sbuf.data)[:pos]
+                    out = self._track_chunk(sbuf.data, pos, tracker.ok_packets) if pooled else None
+                    view = memoryview(sbuf.data)[:pos] if out is None else memoryview(out)
                     try:
                         await client.send_all(view)
                     finally:
@@ -451,6 +558,263 @@ class ClientSession:
         self.busy = False
         raise SessionEnd(False)
 
+    # -- transaction and statement pooling ---------------------------------------
+    async def _pooled_command(self, cmd: int, size: int) -> None:
+        """One command in transaction/statement mode: classify it, answer it here when
+        that needs no connection, else check out a connection carrying the session's
+        state, relay, learn what changed, and give the connection back when nothing
+        holds it (specs/pooling.md)."""
+        io = self.io
+        cbuf = io.buf
+        c: Classification | None = None
+        if cmd == COM_QUERY:
+            flags = flags_from_status(self._status())
+            c = classify_flags(bytes(cbuf.data[5:size]), flags)
+            if c is not None:
+                if self.mode == "statement" and self.up is None and _opens_transaction(c):
+                    cbuf.consume(size)
+                    self.proxy.stats.refused_in_statement_mode += 1
+                    await io.send_error(
+                        1235,
+                        "42000",
+                        "tainted-proxy: transactions are not allowed in statement pooling mode "
+                        f"(user '{self.user}'): use pool_mode = \"transaction\"",
+                        1,
+                    )
+                    return
+                if c.emulable is not None and self.up is None and await self._emulate(c):
+                    cbuf.consume(size)
+                    return
+        elif cmd == COM_PING and self.up is None:
+            cbuf.consume(size)
+            assert self.login is not None
+            await io.conn.send_all(ok_response(self.login.capabilities, status=self.status))
+            return
+        elif cmd == COM_SET_OPTION:
+            # multi-statements on/off outlives every reset: keep this connection for the
+            # session, and never reuse it
+            self.pins.pin_sticky(pinreasons.SET_OPTION)
+        if self.up is None and not await self._checkout(c, 1):
+            cbuf.consume(size)
+            return
+        up = self.up
+        assert up is not None
+        if cmd == COM_SET_OPTION:
+            up.options_changed = True
+        if cmd == COM_STMT_CLOSE and size >= 9:
+            self._closing_id = int.from_bytes(cbuf.data[5:9], "little")
+        self._reported.clear()
+        self._schema_changed = False
+        self._state_changed = False
+        await self._relay(cmd, size)
+        await self._after_command(cmd, c)
+        if self.killed:
+            return
+        self._maybe_release()
+
+    async def _checkout(self, c: Classification | None, seq: int) -> bool:
+        """Get a connection carrying the session's settings and schema (the pool picks
+        the exact sub-pool first, else the nearest; ``converge`` applies the rest in one
+        round trip). On failure the client has an ERR at ``seq`` and False."""
+        proxy = self.proxy
+        pool = proxy.pool
+        assert self.key is not None
+        up = await self._acquire(self.key, (self.settings, self.schema), seq)
+        if up is None:
+            return False
+        extra = ""
+        if c is not None and Effect.LAST_INSERT_ID in c.needs and self.last_insert_id:
+            # LAST_INSERT_ID() inside a bigger statement reads the connection's value:
+            # give this connection the session's
+            extra = f"last_insert_id={self.last_insert_id}"
+        try:
+            with trio.fail_after(_OWN_EXCHANGE_TIMEOUT):
+                if await up.converge(self.settings, self.schema, proxy.baseline, extra):
+                    pool.stats.settings_applied += 1
+        except UpstreamError as exc:
+            pool.discard(up)
+            err = exc.err
+            if err is not None:
+                await self._try_error(seq, err.code, err.sqlstate, err.message)
+            else:
+                await self._try_error(seq, ER_PROXY_UPSTREAM, "HY000", f"tainted-proxy: {exc}")
+            return False
+        except (ConnectionClosed, ProtocolError, OSError, trio.TooSlowError) as exc:
+            pool.discard(up)
+            await self._try_error(
+                seq,
+                ER_PROXY_UPSTREAM,
+                "HY000",
+                f"tainted-proxy: upstream failed while applying session settings: {exc!r}",
+            )
+            return False
+        self.up = up
+        return True
+
+    def _maybe_release(self) -> None:
+        """Give the connection back when no transaction and no pin holds it."""
+        up = self.up
+        if up is None or self.mode is None:
+            return
+        reason = self.pins.reason()
+        if reason is None and up.status & SERVER_STATUS_IN_TRANS:
+            reason = pinreasons.TRANSACTION
+        stats = self.proxy.stats
+        if reason is not None and reason != pinreasons.TRANSACTION:
+            if self.pin_reason is None:
+                stats.pinned_now += 1
+                stats.pins[reason] += 1
+            self.pin_reason = reason
+            return
+        if self.pin_reason is not None:
+            self.pin_reason = None
+            stats.pinned_now -= 1
+        if reason is not None:
+            return
+        self.settings = up.settings
+        self.schema = up.schema
+        self.status = up.status
+        self.up = None
+        self.proxy.pool.release(up)
+
+    def _track_chunk(
+        self, data: bytearray, end: int, ok_packets: list[tuple[int, int]]
+    ) -> bytes | None:
+        """Read the session-state blocks of the OK packets in ``data[:end]`` (offsets of
+        their payloads in ``ok_packets``), and strip them for a client that did not ask
+        for CLIENT_SESSION_TRACK. Returns the bytes to forward instead, or None when
+        ``data[:end]`` can go as it is."""
+        if not ok_packets:
+            return None
+        up = self.up
+        assert up is not None and self.login is not None
+        strip = not self.login.capabilities & CLIENT_SESSION_TRACK
+        out: bytearray | None = None
+        done = 0
+        for body, stop in ok_packets:
+            payload = bytes(data[body:stop])
+            ok = OkPacket.decode(payload, up.capabilities)
+            if not ok.status & SERVER_SESSION_STATE_CHANGED:
+                continue
+            if ok.session_state:
+                for entry in parse_session_state(ok.session_state):
+                    if isinstance(entry, SysVarChange):
+                        self._reported[entry.name] = entry.value
+                    elif isinstance(entry, SchemaChange):
+                        self._reported_schema = entry.schema or None
+                        self._schema_changed = True
+                    elif isinstance(entry, StateChange):
+                        self._state_changed = True
+            if strip:
+                if out is None:
+                    out = bytearray()
+                new = strip_session_tracking(payload, up.capabilities)
+                out += data[done : body - 4]
+                out += len(new).to_bytes(3, "little")
+                out.append(data[body - 1])
+                out += new
+                done = stop
+        if out is None:
+            return None
+        out += data[done:end]
+        return bytes(out)
+
+    async def _after_command(self, cmd: int, c: Classification | None) -> None:
+        """Learn from the finished response: settings and schema the server reported,
+        pins the statement took or cleared, the values LAST_INSERT_ID()/ROW_COUNT() of
+        this session would return."""
+        up = self.up
+        assert up is not None
+        tracker = up.tracker
+        failed = tracker.error
+        pins = self.pins
+        reported = self._reported
+        if reported:
+            skip = c.statement_vars if c is not None else frozenset()
+            changes: dict[str, str] = {}
+            for name, value in reported.items():
+                if name in IGNORED or name in skip:
+                    continue
+                if name in UNKEYABLE:
+                    if self.proxy.baseline.values.get(name) != value or name == "timestamp":
+                        pins.pin_sticky(f"{pinreasons.UNKEYABLE_VAR} ({name})")
+                    continue
+                changes[name] = value
+            if "character_set_connection" in changes and "collation_connection" not in changes:
+                coll = await self._collation_after(c, changes["character_set_connection"])
+                if coll is None:
+                    pins.pin_sticky(pinreasons.UNEXPLAINED)
+                else:
+                    changes["collation_connection"] = coll
+            up.settings = apply_reported(up.settings, changes, self.proxy.baseline)
+        if self._schema_changed:
+            up.schema = self._reported_schema
+        if cmd == COM_QUERY:
+            pins.after_statement(
+                c, failed=failed, state_changed=self._state_changed, warnings=tracker.warnings
+            )
+            if tracker.eof_ssc and not (c is not None and c.statement_vars):
+                # the server changed state but a classic EOF carried no detail
+                pins.pin_sticky(pinreasons.UNEXPLAINED)
+        else:
+            if self._state_changed and cmd != COM_INIT_DB:
+                pins.pin_sticky(pinreasons.UNEXPLAINED)
+            if cmd == COM_STMT_PREPARE and not failed and tracker.prepared_stmt_id >= 0:
+                self.stmt_ids.add(tracker.prepared_stmt_id)
+            elif cmd == COM_STMT_EXECUTE and tracker.cursor_opened:
+                pins.protocol = pinreasons.BINARY_CURSOR
+            elif cmd == COM_STMT_CLOSE:
+                self.stmt_ids.discard(self._closing_id)
+                if not self.stmt_ids:
+                    pins.protocol = None
+            pins.next_statement = None
+        if self.stmt_ids and pins.protocol is None:
+            pins.protocol = pinreasons.BINARY_PREPARED
+        if not failed:
+            self.status = up.status
+            if tracker.last_insert_id:
+                self.last_insert_id = tracker.last_insert_id
+            self.row_count = tracker.affected_rows if not tracker.resultset else -1
+
+    async def _collation_after(self, c: Classification | None, charset: str) -> str | None:
+        """collation_connection after the connection charset changed: the tracker never
+        reports it. ``SET NAMES cs [COLLATE x]`` says it; anything else (SET CHARACTER
+        SET, a routine) is asked of the server."""
+        if c is not None:
+            coll = c.settings.get("collation_connection")
+            if coll is not None:
+                return coll
+            if c.settings.get("character_set_results") is not None:
+                default = self.proxy.default_collation.get(charset)
+                if default is not None:
+                    return default
+        up = self.up
+        assert up is not None
+        try:
+            with trio.fail_after(_OWN_EXCHANGE_TIMEOUT):
+                rows = await up.query_rows("SELECT @@collation_connection")
+        except UpstreamError:
+            return None
+        value = rows[0][0] if rows else None
+        return value.decode() if value is not None else None
+
+    async def _emulate(self, c: Classification) -> bool:
+        """Answer ``SELECT LAST_INSERT_ID()`` / ``SELECT ROW_COUNT()`` from this
+        session's last OK packet: the connection that produced it is back in the pool."""
+        assert c.emulable is not None and self.login is not None
+        kind, column = c.emulable
+        if kind == "last_insert_id":
+            value = self.last_insert_id
+        elif kind == "row_count":
+            value = self.row_count
+        else:
+            return False
+        self.proxy.stats.emulated += 1
+        await self.io.conn.send_all(
+            text_resultset([column], [[value]], self.login.capabilities, status=self.status)
+        )
+        return True
+
     # -- commands the proxy handles itself ---------------------------------------
     async def _answered_here(self, cmd: int, payload: bytes) -> bool:
         """KILL and CONNECTION_ID() are the proxy's business. True if answered here
@@ -498,6 +862,8 @@ class ClientSession:
             raise SessionEnd(True)
         tup = target.up
         if tup is not None and target.busy:
+            if self.up is None and self.mode is not None and not await self._checkout(None, 1):
+                return
             me = self.up
             if me is None:
                 raise SessionEnd(True)
@@ -521,8 +887,16 @@ class ClientSession:
         await self.io.conn.send_all(ok_response(self.login.capabilities, status=self._status()))
 
     async def _com_reset_connection(self, payload: bytes, seq: int) -> None:
+        assert self.login is not None
+        if self.mode is not None:
+            # the session starts over; its connection (if it held one) is reset in the
+            # background before anyone else gets it
+            self._drop_upstream(True)
+            self._forget_session_state()
+            await self.io.conn.send_all(ok_response(self.login.capabilities, status=self.status))
+            return
         up = self.up
-        assert up is not None and self.login is not None
+        assert up is not None
         try:
             # A plain COM_RESET_CONNECTION, exactly what the server would do: MariaDB keeps
             # the current database across a reset, so the client must stay in the schema it
@@ -588,9 +962,24 @@ class ClientSession:
 
     async def _com_init_db(self, payload: bytes, seq: int) -> None:
         """Relay, and remember the schema so a reset can restore it."""
+        if self.up is None and not await self._checkout(None, 1):
+            return
         up = self.up
-        assert up is not None
-        await self.io.send_payload(await up.init_db(payload), 1)
+        assert up is not None and self.login is not None
+        resp = await up.init_db(payload)
+        if resp[:1] == b"\x00" and not self.login.capabilities & CLIENT_SESSION_TRACK:
+            resp = strip_session_tracking(resp, up.capabilities)
+        await self.io.send_payload(resp, 1)
+
+
+def _opens_transaction(c: Classification) -> bool:
+    """Would this text open a transaction that outlives it (refused in statement mode)?"""
+    if Effect.TX_BEGIN in c.effects:
+        return True
+    if any(action == "xa_start" for action, _ in c.objects):
+        return True
+    autocommit = c.settings.get("autocommit")
+    return autocommit is not None and autocommit.upper() in ("0", "OFF", "FALSE")
 
 
 _SPECIAL = {

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import trio
 
 from tainted_proxy.backend.server import ServerConn, UpstreamError
+from tainted_proxy.state.settings import Settings, distance
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,9 @@ class PoolKey:
 
     user: str
     capabilities: int
+    #: transaction/statement pooling: the server's session trackers are on and the
+    #: connection carries a settings vector (session pooling resets instead)
+    tracked: bool = False
 
 
 class PoolTimeout(Exception):
@@ -45,6 +49,9 @@ class PoolStats:
     total_wait_seconds: float = 0.0
     max_wait_seconds: float = 0.0
     peak_open: int = 0
+    exact_hits: int = 0  # checkouts served by an idle connection with the wanted settings
+    nearest_hits: int = 0  # served by the idle connection with the fewest differences
+    settings_applied: int = 0  # checkouts that needed a SET / INIT_DB round trip
 
 
 @dataclass(eq=False, slots=True)
@@ -124,11 +131,18 @@ class Pool:
         self.by_user[key.user] -= 1
 
     # -- acquire -----------------------------------------------------------------
-    async def acquire(self, key: PoolKey, timeout: float) -> ServerConn:
-        """An upstream connection for ``key``: idle (same key), new (under the caps), or
-        a slot freed by closing an idle connection of another key; else wait FIFO."""
+    async def acquire(
+        self,
+        key: PoolKey,
+        timeout: float,
+        want: tuple[Settings, str | None] | None = None,
+    ) -> ServerConn:
+        """An upstream connection for ``key``: idle (same key; with ``want``, the one whose
+        (settings, schema) equal it, else the nearest), new (under the caps), or a slot
+        freed by closing an idle connection of another key; else wait FIFO. The caller
+        brings the connection to the state it wants (``ServerConn.converge``)."""
         self.stats.acquired += 1
-        conn = self._take_idle(key)
+        conn = self._take_idle(key, want)
         if conn is not None:
             return conn
         # Waiters only remain while no slot they may use is free (a freed slot is
@@ -142,8 +156,12 @@ class Pool:
                 return await self._open(key)
         return await self._wait(key, timeout)
 
-    def _take_idle(self, key: PoolKey) -> ServerConn | None:
+    def _take_idle(
+        self, key: PoolKey, want: tuple[Settings, str | None] | None = None
+    ) -> ServerConn | None:
         stack = self.idle.get(key)
+        if stack and want is not None:
+            self._settings_first(stack, want)
         while stack:
             conn = stack.pop()  # LIFO: the warmest connection
             # idle_alive(): the server may have closed it while it sat idle (restart,
@@ -154,6 +172,30 @@ class Pool:
             self.in_use.add(conn)
             return conn
         return None
+
+    def _settings_first(self, stack: list[ServerConn], want: tuple[Settings, str | None]) -> None:
+        """Move the best idle connection for ``want`` to the top of ``stack``: the
+        warmest exact match (no round trip), else the one with the fewest differing
+        variables (a schema change counts as one). A linear scan: idle stacks are at
+        most upstream.max_connections long, and the exact match is usually on top."""
+        settings, schema = want
+        best = -1
+        best_cost = 1 << 30
+        for i in range(len(stack) - 1, -1, -1):
+            c = stack[i]
+            if c.settings == settings and c.schema == schema:
+                best = i
+                best_cost = 0
+                break
+            cost = distance(c.settings, settings) + (c.schema != schema)
+            if cost < best_cost:
+                best, best_cost = i, cost
+        if best_cost == 0:
+            self.stats.exact_hits += 1
+        else:
+            self.stats.nearest_hits += 1
+        if best != len(stack) - 1:
+            stack.append(stack.pop(best))
 
     def _evict_idle_for(self, key: PoolKey) -> bool:
         """At the cap with idle connections of other keys: close the oldest one so its

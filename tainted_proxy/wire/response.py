@@ -31,6 +31,7 @@ from tainted_proxy.wire.constants import (
     COM_STMT_SEND_LONG_DATA,
     MAX_PAYLOAD,
     SERVER_MORE_RESULTS_EXISTS,
+    SERVER_SESSION_STATE_CHANGED,
     SERVER_STATUS_CURSOR_EXISTS,
 )
 from tainted_proxy.wire.errors import ProtocolError
@@ -109,6 +110,8 @@ class ResponseTracker:
         "results",
         "cursor_opened",
         "prepared_stmt_id",
+        "eof_ssc",
+        "resultset",
     )
 
     def __init__(self, deprecate_eof: bool) -> None:
@@ -130,6 +133,10 @@ class ResponseTracker:
         self.results = 0
         self.cursor_opened = False
         self.prepared_stmt_id = -1
+        # a classic EOF ended rows with SERVER_SESSION_STATE_CHANGED: the server changed
+        # session state but an EOF has no room for the tracker's data (it is lost)
+        self.eof_ssc = False
+        self.resultset = False  # the response had a result set (ROW_COUNT() is then -1)
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, command: int) -> None:
@@ -137,6 +144,8 @@ class ResponseTracker:
         self.error = False
         self.results = 0
         self.cursor_opened = False
+        self.eof_ssc = False
+        self.resultset = False
         self._binary = command == COM_STMT_EXECUTE
         if command == COM_QUERY or command == COM_STMT_EXECUTE:
             self.state = FIRST
@@ -238,6 +247,8 @@ class ResponseTracker:
             if stop - body >= 5:
                 self.warnings = buf[body + 1] | buf[body + 2] << 8
                 self.status = buf[body + 3] | buf[body + 4] << 8
+                if self.status & SERVER_SESSION_STATE_CHANGED:
+                    self.eof_ssc = True
         self.results += 1
         self.state = FIRST if self.status & SERVER_MORE_RESULTS_EXISTS else DONE
 
@@ -283,6 +294,7 @@ class ResponseTracker:
                     raise ProtocolError("bad column count") from exc
                 if n == 0:
                     raise ProtocolError("result set with zero columns")
+                self.resultset = True
                 self._remaining = n
                 self.state = COLUMNS
         elif state == COLUMNS:

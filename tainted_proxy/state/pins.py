@@ -1,0 +1,234 @@
+"""Pins: session state that lives on one upstream connection and cannot be re-applied
+elsewhere, tracked object by object so a pin ends as soon as the state is provably gone.
+
+``Pins`` is updated after each statement from the classifier's verdict (what the text
+does, with object names) and from what the server said (an error, warnings, a
+``state_change`` the text does not explain). ``reason`` is the first reason that still
+holds, or None: then the session may give its connection back. Pure data, no I/O.
+"""
+
+from __future__ import annotations
+
+from tainted_proxy.taint.effects import PIN_REASONS, Classification, Effect
+
+# Reasons of the proxy's own (the classifier's are in taint.effects.PIN_REASONS).
+UNEXPLAINED = "unexplained session state change (reported by the server)"
+ROUTINE_STATE = "stored routine changed session state"
+UNKEYABLE_VAR = "session variable that cannot be re-applied"
+WARNINGS = "warnings (until the next statement)"
+SET_OPTION = "COM_SET_OPTION (multi-statements switched)"
+BINARY_CURSOR = "open cursor (COM_STMT_EXECUTE)"
+LONG_DATA = "pending COM_STMT_SEND_LONG_DATA"
+TRANSACTION = "open transaction"
+BINARY_PREPARED = "binary prepared statement (until COM_STMT_CLOSE)"
+
+_TEMP = PIN_REASONS[Effect.TEMP_TABLE]
+_LOCK = PIN_REASONS[Effect.ADVISORY_LOCK]
+_PREPARE = PIN_REASONS[Effect.PREPARE]
+_HANDLER = PIN_REASONS[Effect.HANDLER]
+_XA = PIN_REASONS[Effect.XA]
+_USER_VAR = PIN_REASONS[Effect.USER_VAR]
+_FOUND_ROWS = PIN_REASONS[Effect.FOUND_ROWS]
+_NEXT_TX = PIN_REASONS[Effect.NEXT_TX]
+
+# Effects tracked object by object below; any other pin the classifier reports is sticky.
+_TRACKED = frozenset(
+    (
+        Effect.TEMP_TABLE,
+        Effect.ADVISORY_LOCK,
+        Effect.PREPARE,
+        Effect.EXECUTE,
+        Effect.HANDLER,
+        Effect.XA,
+        Effect.TABLE_LOCK,
+        Effect.USER_VAR,
+        Effect.FOUND_ROWS,
+        Effect.NEXT_TX,
+        Effect.ROUTINE,
+    )
+)
+
+# What a server ``state_change`` may legitimately come from (else it is unexplained).
+_STATEFUL = frozenset(
+    (
+        Effect.SETTINGS,
+        Effect.AUTOCOMMIT,
+        Effect.SCHEMA,
+        Effect.USER_VAR,
+        Effect.TEMP_TABLE,
+        Effect.TEMP_TABLE_DROP,
+        Effect.PREPARE,
+        Effect.DEALLOCATE,
+        Effect.EXECUTE,
+        Effect.ROLE,
+        Effect.SESSION_TRACK,
+        Effect.NEXT_TX,
+        Effect.UNKNOWN,
+        Effect.IMPLICIT_COMMIT,
+    )
+)
+
+
+class Pins:
+    """The pinning state of one client session."""
+
+    __slots__ = (
+        "temp_tables",
+        "locks",
+        "table_lock",
+        "prepared",
+        "handlers",
+        "xa",
+        "user_vars",
+        "sticky",
+        "next_statement",
+        "next_tx",
+        "protocol",
+    )
+
+    def __init__(self) -> None:
+        self.temp_tables: set[str] = set()
+        self.locks: set[str] = set()
+        self.table_lock: str | None = None
+        self.prepared: set[str] = set()
+        self.handlers: set[str] = set()
+        self.xa = False
+        self.user_vars: set[str] = set()
+        # never cleared while the session lives (the connection is reset when it ends)
+        self.sticky: str | None = None
+        # holds for exactly one more statement (FOUND_ROWS, warnings)
+        self.next_statement: str | None = None
+        self.next_tx = False
+        # protocol-level holds (cursor, long data), set and cleared by the session
+        self.protocol: str | None = None
+
+    def reason(self) -> str | None:
+        """Why the session must keep its connection, or None."""
+        if self.sticky:
+            return self.sticky
+        if self.protocol:
+            return self.protocol
+        if self.xa:
+            return _XA
+        if self.table_lock:
+            return self.table_lock
+        if self.temp_tables:
+            return _TEMP
+        if self.locks:
+            return _LOCK
+        if self.prepared:
+            return _PREPARE
+        if self.handlers:
+            return _HANDLER
+        if self.user_vars:
+            return _USER_VAR
+        if self.next_tx:
+            return _NEXT_TX
+        return self.next_statement
+
+    def clear(self) -> None:
+        """COM_RESET_CONNECTION / COM_CHANGE_USER: the server forgot everything."""
+        self.__init__()  # type: ignore[misc]
+
+    def pin_sticky(self, reason: str) -> None:
+        if self.sticky is None:
+            self.sticky = reason
+
+    def after_statement(
+        self,
+        c: Classification | None,
+        *,
+        failed: bool,
+        state_changed: bool,
+        warnings: int,
+    ) -> None:
+        """Account for one completed COM_QUERY: ``c`` is its classification (None when
+        the gate proved it clean), ``failed`` whether it ended with an ERR,
+        ``state_changed`` whether the server reported a ``state_change``."""
+        self.next_statement = None
+        if c is None or not c.effects:
+            if state_changed:
+                self.pin_sticky(UNEXPLAINED)
+            if warnings:
+                self.next_statement = WARNINGS
+            return
+        effects = c.effects
+        # A failed single statement changed nothing; a failed batch may have run its
+        # first statements: keep what they may have added, trust no removal.
+        additions_only = failed
+        if failed and c.statements == 1:
+            return
+        if state_changed and not (effects & _STATEFUL):
+            if Effect.ROUTINE in effects:
+                self.pin_sticky(ROUTINE_STATE)
+            else:
+                self.pin_sticky(UNEXPLAINED)
+        elif state_changed and Effect.ROUTINE in effects:
+            # a routine's state_change may be a user variable, a temp table, a prepare:
+            # the tracker does not say which
+            self.pin_sticky(ROUTINE_STATE)
+        if c.pin is not None and not (effects & _TRACKED):
+            self.pin_sticky(c.pin)
+        elif c.pin is not None and Effect.UNKNOWN in effects:
+            self.pin_sticky(c.pin)
+        for action, name in c.objects:
+            key = name.lower() if name is not None else None
+            if action == "temp_table":
+                if key is None:
+                    self.pin_sticky(_TEMP)
+                else:
+                    self.temp_tables.add(key)
+            elif action in ("temp_table_drop", "drop_table"):
+                if key is not None and not additions_only:
+                    self.temp_tables.discard(key)
+            elif action == "advisory_lock":
+                if key is None:
+                    self.pin_sticky(_LOCK)
+                else:
+                    self.locks.add(key)
+            elif action == "advisory_unlock":
+                if key is not None and not additions_only:
+                    self.locks.discard(key)
+            elif action == "advisory_unlock_all":
+                if not additions_only:
+                    self.locks.clear()
+            elif action == "prepare":
+                if key is None:
+                    self.pin_sticky(_PREPARE)
+                else:
+                    self.prepared.add(key)
+            elif action == "deallocate":
+                if key is not None and not additions_only:
+                    self.prepared.discard(key)
+            elif action == "handler_open":
+                self.handlers.add(key or "?")
+            elif action == "handler_close":
+                if key is not None and not additions_only:
+                    self.handlers.discard(key)
+            elif action == "xa_start":
+                self.xa = True
+            elif action in ("xa_commit", "xa_rollback"):
+                if not additions_only:
+                    self.xa = False
+        if Effect.TABLE_LOCK in effects:
+            self.table_lock = c.pin or PIN_REASONS[Effect.TABLE_LOCK]
+        elif Effect.TABLE_UNLOCK in effects and not additions_only:
+            self.table_lock = None
+        if Effect.USER_VAR in effects:
+            if c.user_vars:
+                for name, value in c.user_vars.items():
+                    if value is not None and value.upper() == "NULL":
+                        if not additions_only:
+                            self.user_vars.discard(name)
+                    else:
+                        self.user_vars.add(name)
+            else:
+                self.user_vars.add("?")
+        if Effect.NEXT_TX in effects:
+            self.next_tx = True
+        elif effects & {Effect.TX_BEGIN, Effect.TX_END}:
+            self.next_tx = False
+        if Effect.FOUND_ROWS in effects and c.pin is not None:
+            self.next_statement = _FOUND_ROWS
+        elif warnings:
+            self.next_statement = WARNINGS
