@@ -437,7 +437,10 @@ class PymysqlLoad:
 
 
 class ProxyProcess:
-    def __init__(self, workdir: Path, upstream_port: int, max_connections: int) -> None:
+    def __init__(
+        self, workdir: Path, upstream_port: int, max_connections: int, pool_mode: str = "session"
+    ) -> None:
+        self.pool_mode = pool_mode
         self.workdir = workdir
         self.upstream_port = upstream_port
         self.max_connections = max_connections
@@ -470,7 +473,7 @@ checkout_timeout = 30.0
 
 [users.{USER}]
 password = "{PASSWORD}"
-pool_mode = "session"
+pool_mode = "{self.pool_mode}"
 """
         )
         with open(self.log_path, "ab") as log:
@@ -756,7 +759,12 @@ def run_bench(args: argparse.Namespace) -> int:
         # same buffer pool as the reference measurements (the helper's default is 32M)
         extra_args=["--innodb-buffer-pool-size=128M"],
     )
-    proxy = ProxyProcess(workdir, 0, max_threads + 8)
+    proxy = ProxyProcess(
+        workdir,
+        0,
+        args.upstream_max or max_threads + 8,
+        args.pool_mode,
+    )
     t_start = time.monotonic()
     try:
         with sigterm_as_interrupt():
@@ -883,7 +891,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 "tables": TABLES,
                 "load_generator": load.name,
                 "upstream_max_connections": proxy.max_connections,
-                "pool_mode": "session",
+                "pool_mode": args.pool_mode,
                 "nice": args.nice,
             },
             "environment": env,
@@ -929,6 +937,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="auto = sysbench if installed, else the pymysql multi-process generator",
     )
     p.add_argument("--keep-logs", action="store_true", help="keep the proxy log and config")
+    p.add_argument(
+        "--pool-mode",
+        choices=["session", "transaction", "statement"],
+        default="session",
+        help="the proxy user's pool_mode (default: session)",
+    )
+    p.add_argument(
+        "--upstream-max",
+        type=int,
+        default=0,
+        help="the proxy's upstream.max_connections (default: 0 = threads + 8)",
+    )
     p.add_argument(
         "--nice",
         type=int,

@@ -96,6 +96,10 @@ class Proxy:
         # and each character set's default collation (SET NAMES cs implies it)
         self.baseline = Baseline()
         self.default_collation: dict[str, str] = {}
+        # the taint ledger: (user, pin reason, statement fingerprint) -> pins started
+        self.ledger: Counter[tuple[str, str, str]] = Counter()
+        self.pinned_by_user: Counter[str] = Counter()
+        self.unpinned = trio.Event()  # replaced after each unpin (users.NAME.max_pinned)
 
     # -- configuration lookups ---------------------------------------------------
     def _client_ssl_context(self) -> ssl.SSLContext | None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from tainted_proxy.backend.server import ServerConn, UpstreamError
+from tainted_proxy.frontend import prepared
 from tainted_proxy.frontend.guard import KILL_WORD, KillRequest, Refusal, vet_kill
 from tainted_proxy.frontend.handshake import (
     SEMANTIC_CAPABILITIES,
@@ -64,8 +65,6 @@ from tainted_proxy.wire.constants import (
     COM_SHUTDOWN,
     COM_SLEEP,
     COM_STMT_BULK_EXECUTE,
-    COM_STMT_CLOSE,
-    COM_STMT_EXECUTE,
     COM_STMT_PREPARE,
     COM_TABLE_DUMP,
     COM_TIME,
@@ -92,6 +91,7 @@ from tainted_proxy.wire.packets import (
     com_query,
     com_reset_connection,
     ok_response,
+    ok_status,
     parse_session_state,
     strip_session_tracking,
     text_resultset,
@@ -169,12 +169,13 @@ class ClientSession:
         self.pin_reason: str | None = None
         self.last_insert_id = 0
         self.row_count = -1
-        self.stmt_ids: set[int] = set()
+        # binary prepared statements, virtualized (frontend.prepared): they never pin
+        self.stmts = prepared.SessionStatements()
         self._reported: dict[str, str] = {}
         self._reported_schema: str | None = None
         self._schema_changed = False
         self._state_changed = False
-        self._closing_id = -1
+        self._last_classification: Classification | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     async def run(self) -> None:
@@ -224,9 +225,7 @@ class ClientSession:
         if up is None:
             return
         pool = self.proxy.pool
-        if self.pin_reason is not None:
-            self.pin_reason = None
-            self.proxy.stats.pinned_now -= 1
+        self._set_pin(None)
         if up.kills_in_flight or up.options_changed or not reusable:
             pool.discard(up)
         elif self.mode is not None:
@@ -387,7 +386,7 @@ class ClientSession:
         the login's charset, autocommit on."""
         assert self.login is not None
         self.pins.clear()
-        self.stmt_ids.clear()
+        self.stmts = prepared.SessionStatements()
         self.settings = self._login_settings(self.login.charset)
         self.status = SERVER_STATUS_AUTOCOMMIT
         self.last_insert_id = 0
@@ -480,9 +479,7 @@ class ClientSession:
         up = self.up
         if up is None:
             raise SessionEnd(True)
-        io = self.io
-        cbuf = io.buf
-        client = io.conn
+        cbuf = self.io.buf
         self.busy = True
         view = memoryview(cbuf.data)[:size]
         try:
@@ -492,6 +489,13 @@ class ClientSession:
         finally:
             view.release()
             cbuf.consume(size)
+        await self._relay_response(up, cmd)
+
+    async def _relay_response(self, up: ServerConn, cmd: int) -> None:
+        """Relay the response to ``cmd``, already sent on ``up``, to the client (also
+        used by frontend.prepared after sending a rewritten COM_STMT_* itself)."""
+        client = self.io.conn
+        self.busy = True
         tracker = up.tracker
         tracker.start(cmd)
         pooled = self.mode is not None
@@ -564,6 +568,9 @@ class ClientSession:
         that needs no connection, else check out a connection carrying the session's
         state, relay, learn what changed, and give the connection back when nothing
         holds it (specs/pooling.md)."""
+        if cmd in prepared.STMT_COMMANDS:
+            await prepared.command(self, cmd, size)  # virtualized: never pins by itself
+            return
         io = self.io
         cbuf = io.buf
         c: Classification | None = None
@@ -585,6 +592,9 @@ class ClientSession:
                 if c.emulable is not None and self.up is None and await self._emulate(c):
                     cbuf.consume(size)
                     return
+                if c.pin is not None and not await self._wait_for_pin_slot(c.pin):
+                    cbuf.consume(size)
+                    return
         elif cmd == COM_PING and self.up is None:
             cbuf.consume(size)
             assert self.login is not None
@@ -601,11 +611,10 @@ class ClientSession:
         assert up is not None
         if cmd == COM_SET_OPTION:
             up.options_changed = True
-        if cmd == COM_STMT_CLOSE and size >= 9:
-            self._closing_id = int.from_bytes(cbuf.data[5:9], "little")
         self._reported.clear()
         self._schema_changed = False
         self._state_changed = False
+        self._last_classification = c
         await self._relay(cmd, size)
         await self._after_command(cmd, c)
         if self.killed:
@@ -659,16 +668,10 @@ class ClientSession:
         reason = self.pins.reason()
         if reason is None and up.status & SERVER_STATUS_IN_TRANS:
             reason = pinreasons.TRANSACTION
-        stats = self.proxy.stats
         if reason is not None and reason != pinreasons.TRANSACTION:
-            if self.pin_reason is None:
-                stats.pinned_now += 1
-                stats.pins[reason] += 1
-            self.pin_reason = reason
+            self._set_pin(reason)
             return
-        if self.pin_reason is not None:
-            self.pin_reason = None
-            stats.pinned_now -= 1
+        self._set_pin(None)
         if reason is not None:
             return
         self.settings = up.settings
@@ -676,6 +679,53 @@ class ClientSession:
         self.status = up.status
         self.up = None
         self.proxy.pool.release(up)
+
+    def _set_pin(self, reason: str | None) -> None:
+        """Record the start or the end of a pin (counters, the taint ledger, the
+        per-user pinned count that users.NAME.max_pinned caps)."""
+        was = self.pin_reason
+        if (was is None) == (reason is None):
+            self.pin_reason = reason
+            return
+        proxy = self.proxy
+        stats = proxy.stats
+        self.pin_reason = reason
+        if reason is not None:
+            stats.pinned_now += 1
+            stats.pins[reason] += 1
+            proxy.pinned_by_user[self.user] += 1
+            c = self._last_classification
+            proxy.ledger[(self.user, reason, c.fingerprint if c is not None else "")] += 1
+        else:
+            stats.pinned_now -= 1
+            proxy.pinned_by_user[self.user] -= 1
+            proxy.unpinned.set()
+            proxy.unpinned = trio.Event()
+
+    async def _wait_for_pin_slot(self, reason: str) -> bool:
+        """users.NAME.max_pinned: before a statement that would pin runs, wait for one of
+        the user's pinned connections to be let go; on timeout the client gets ERR 1040
+        naming the cap and the reason (and the statement never ran)."""
+        proxy = self.proxy
+        user = proxy.config.user(self.user)
+        cap = user.max_pinned if user is not None else 0
+        if not cap or self.pin_reason is not None:
+            return True
+        timeout = proxy.config.pool.checkout_timeout
+        with trio.move_on_after(timeout):
+            while proxy.pinned_by_user[self.user] >= cap:
+                await proxy.unpinned.wait()
+            return True
+        proxy.stats.checkout_timeouts += 1
+        await self.io.send_error(
+            ER_CON_COUNT_ERROR,
+            "08004",
+            f"Too many connections: tainted-proxy: user '{self.user}' holds "
+            f"{proxy.pinned_by_user[self.user]} pinned connections "
+            f"(users.{self.user}.max_pinned = {cap}); pin reason: {reason}",
+            1,
+        )
+        return False
 
     def _track_chunk(
         self, data: bytearray, end: int, ok_packets: list[tuple[int, int]]
@@ -692,10 +742,15 @@ class ClientSession:
         out: bytearray | None = None
         done = 0
         for body, stop in ok_packets:
+            view = memoryview(data)[body:stop]
+            try:
+                status, _ = ok_status(view)
+            finally:
+                view.release()
+            if not status & SERVER_SESSION_STATE_CHANGED:
+                continue  # the common case: nothing to read, nothing to strip
             payload = bytes(data[body:stop])
             ok = OkPacket.decode(payload, up.capabilities)
-            if not ok.status & SERVER_SESSION_STATE_CHANGED:
-                continue
             if ok.session_state:
                 for entry in parse_session_state(ok.session_state):
                     if isinstance(entry, SysVarChange):
@@ -759,17 +814,8 @@ class ClientSession:
         else:
             if self._state_changed and cmd != COM_INIT_DB:
                 pins.pin_sticky(pinreasons.UNEXPLAINED)
-            if cmd == COM_STMT_PREPARE and not failed and tracker.prepared_stmt_id >= 0:
-                self.stmt_ids.add(tracker.prepared_stmt_id)
-            elif cmd == COM_STMT_EXECUTE and tracker.cursor_opened:
-                pins.protocol = pinreasons.BINARY_CURSOR
-            elif cmd == COM_STMT_CLOSE:
-                self.stmt_ids.discard(self._closing_id)
-                if not self.stmt_ids:
-                    pins.protocol = None
+            # (COM_STMT_* are handled by frontend.prepared: cursors and long data pin there)
             pins.next_statement = None
-        if self.stmt_ids and pins.protocol is None:
-            pins.protocol = pinreasons.BINARY_PREPARED
         if not failed:
             self.status = up.status
             if tracker.last_insert_id:
@@ -810,6 +856,7 @@ class ClientSession:
         else:
             return False
         self.proxy.stats.emulated += 1
+        self.row_count = -1  # what the server's ROW_COUNT() says after this SELECT
         await self.io.conn.send_all(
             text_resultset([column], [[value]], self.login.capabilities, status=self.status)
         )

@@ -146,6 +146,8 @@ class ResponseTracker:
         self.cursor_opened = False
         self.eof_ssc = False
         self.resultset = False
+        self.affected_rows = 0
+        self.last_insert_id = 0
         self._binary = command == COM_STMT_EXECUTE
         if command == COM_QUERY or command == COM_STMT_EXECUTE:
             self.state = FIRST
