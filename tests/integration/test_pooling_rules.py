@@ -1,0 +1,132 @@
+"""Transaction pooling rules that specs/pooling.md states and the other suites do not
+prove: the per-user pinned-connection cap, unexplained server-side state changes,
+tracker data hidden from clients that did not ask for it, pings answered by the proxy."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pymysql
+import pytest
+
+from tainted_proxy.state import pins as pinreasons
+
+from .conftest import APP_PASSWORD, APP_USER, connect
+
+SSC = 0x4000  # SERVER_SESSION_STATE_CHANGED
+
+
+def _proxy(factory: Any, **user: Any) -> Any:
+    return factory(
+        users={APP_USER: {"password": APP_PASSWORD, "pool_mode": "transaction", **user}},
+        upstream={"max_connections": 3},
+        pool={"checkout_timeout": 1.0},
+    )
+
+
+def _session_of(p: Any, conn: pymysql.connections.Connection) -> Any:
+    return p.proxy.sessions[conn.thread_id()]
+
+
+def _pin_of(p: Any, conn: pymysql.connections.Connection) -> str | None:
+    """The session's pin once the proxy has finished with its last command (the client
+    gets the response before the proxy records what it did)."""
+    session = _session_of(p, conn)
+    deadline = time.monotonic() + 2
+    while session.busy or session.up is not None and session.pin_reason is None:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    return session.pin_reason
+
+
+def test_a_user_at_its_pinned_cap_gets_1040_naming_the_cap_and_the_reason(proxy_factory):
+    p = _proxy(proxy_factory, max_pinned=1)
+    a = connect(p, autocommit=True)
+    b = connect(p, autocommit=True)
+    try:
+        a.cursor().execute("CREATE TEMPORARY TABLE pin_a (x int)")
+        assert _pin_of(p, a) == "temporary table"
+        with pytest.raises(pymysql.err.OperationalError) as exc:
+            b.cursor().execute("CREATE TEMPORARY TABLE pin_b (x int)")
+        code, message = exc.value.args
+        assert code == 1040
+        assert "max_pinned = 1" in message and "temporary table" in message
+        # the refused statement never ran, and b still works without a pin
+        with pytest.raises(pymysql.err.ProgrammingError):
+            b.cursor().execute("SELECT * FROM pin_b")
+        assert _pin_of(p, b) is None
+        # once a lets go, b may pin
+        a.cursor().execute("DROP TEMPORARY TABLE pin_a")
+        assert _pin_of(p, a) is None
+        b.cursor().execute("CREATE TEMPORARY TABLE pin_b (x int)")
+        assert _pin_of(p, b) == "temporary table"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_state_changed_by_a_function_in_a_select_pins_as_unexplained(proxy_factory, app_account):
+    app_account.execute("DROP FUNCTION IF EXISTS test.sets_user_var")
+    app_account.execute(
+        "CREATE FUNCTION test.sets_user_var() RETURNS INT DETERMINISTIC "
+        "BEGIN SET @hidden = 42; RETURN 1; END"
+    )
+    p = _proxy(proxy_factory)
+    a = connect(p, autocommit=True)
+    try:
+        cur = a.cursor()
+        cur.execute("SELECT test.sets_user_var()")
+        assert cur.fetchall() == ((1,),)
+        # the parser sees a plain SELECT; the server said the session changed
+        assert _pin_of(p, a) == pinreasons.UNEXPLAINED
+        cur.execute("SELECT @hidden")
+        assert cur.fetchall() == ((42,),)
+        assert p.proxy.stats.pins[pinreasons.UNEXPLAINED] >= 1
+    finally:
+        a.close()
+
+
+def test_clients_without_session_track_never_see_tracker_flags(proxy_factory):
+    p = _proxy(proxy_factory)
+    a = connect(p, autocommit=True)
+    try:
+        cur = a.cursor()
+        cur.execute("SET time_zone = '+03:00'")
+        assert not a.server_status & SSC
+        cur.execute("USE mysql")
+        assert not a.server_status & SSC
+        cur.execute("SELECT @@time_zone, DATABASE()")
+        assert cur.fetchall() == (("+03:00", "mysql"),)
+    finally:
+        a.close()
+
+
+def test_ping_without_a_connection_is_answered_by_the_proxy(proxy_factory):
+    p = _proxy(proxy_factory)
+    a = connect(p, autocommit=True)
+    try:
+        acquired = p.proxy.pool.stats.acquired
+        a.ping(reconnect=False)
+        assert p.proxy.pool.stats.acquired == acquired
+    finally:
+        a.close()
+
+
+def test_a_session_that_leaves_pinned_gets_its_connection_reset_before_reuse(proxy_factory):
+    p = _proxy(proxy_factory)
+    a = connect(p, autocommit=True)
+    a.cursor().execute("CREATE TEMPORARY TABLE left_behind (x int)")
+    a.cursor().execute("SET @mine = 'secret'")
+    a.close()
+    for _ in range(3):
+        b = connect(p, autocommit=True)
+        try:
+            cur = b.cursor()
+            cur.execute("SELECT @mine")
+            assert cur.fetchall() == ((None,),)
+            with pytest.raises(pymysql.err.ProgrammingError):
+                cur.execute("SELECT * FROM left_behind")
+        finally:
+            b.close()
