@@ -375,7 +375,7 @@ class ClientSession:
         becomes the session's; a connection is checked out once to prove the schema
         exists (ERR 1049 as from the server), then given back at once."""
         self._forget_session_state()
-        self.schema = login.database
+        self.schema = self.pins.schema = login.database
         if not await self._checkout(None, seq):
             return False
         self._maybe_release()
@@ -802,12 +802,14 @@ class ClientSession:
                 else:
                     changes["collation_connection"] = coll
             up.settings = apply_reported(up.settings, changes, self.proxy.baseline)
+        pins.schema = up.schema  # before this statement (for its temporary tables)
         if self._schema_changed:
             up.schema = self._reported_schema
         if cmd == COM_QUERY:
             pins.after_statement(
                 c, failed=failed, state_changed=self._state_changed, warnings=tracker.warnings
             )
+            pins.schema = up.schema
             if tracker.eof_ssc and not (c is not None and c.statement_vars):
                 # the server changed state but a classic EOF carried no detail
                 pins.pin_sticky(pinreasons.UNEXPLAINED)

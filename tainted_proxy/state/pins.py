@@ -48,6 +48,8 @@ _TRACKED = frozenset(
     )
 )
 
+_CASELESS = frozenset(("prepare", "deallocate", "handler_open", "handler_close"))
+
 # What a server ``state_change`` may legitimately come from (else it is unexplained).
 _STATEFUL = frozenset(
     (
@@ -84,6 +86,7 @@ class Pins:
         "next_statement",
         "next_tx",
         "protocol",
+        "schema",
     )
 
     def __init__(self) -> None:
@@ -101,6 +104,9 @@ class Pins:
         self.next_tx = False
         # protocol-level holds (cursor, long data), set and cleared by the session
         self.protocol: str | None = None
+        # the current schema: temporary tables are per schema (the session keeps it
+        # in step with the server's reports; USE inside a batch moves it here)
+        self.schema: str | None = None
 
     def reason(self) -> str | None:
         """Why the session must keep its connection, or None."""
@@ -128,7 +134,16 @@ class Pins:
 
     def clear(self) -> None:
         """COM_RESET_CONNECTION / COM_CHANGE_USER: the server forgot everything."""
+        schema = self.schema
         self.__init__()  # type: ignore[misc]
+        self.schema = schema
+
+    def _table(self, name: str) -> str:
+        # names are compared as the server does with lower_case_table_names=0 (exact);
+        # with =1 an exact comparison only over-pins, never under-pins
+        if "." in name or self.schema is None:
+            return name
+        return f"{self.schema}.{name}"
 
     def pin_sticky(self, reason: str) -> None:
         if self.sticky is None:
@@ -153,11 +168,10 @@ class Pins:
                 self.next_statement = WARNINGS
             return
         effects = c.effects
-        # A failed single statement changed nothing; a failed batch may have run its
-        # first statements: keep what they may have added, trust no removal.
+        # A failed statement may still have done part of its work (GET_LOCK in a SELECT
+        # that then fails, the first statements of a batch): keep whatever it may have
+        # added, trust no removal.
         additions_only = failed
-        if failed and c.statements == 1:
-            return
         if state_changed and not (effects & _STATEFUL):
             if Effect.ROUTINE in effects:
                 self.pin_sticky(ROUTINE_STATE)
@@ -172,15 +186,23 @@ class Pins:
         elif c.pin is not None and Effect.UNKNOWN in effects:
             self.pin_sticky(c.pin)
         for action, name in c.objects:
-            key = name.lower() if name is not None else None
-            if action == "temp_table":
+            # table and lock names as written (GET_LOCK names are case-sensitive on
+            # MariaDB: an exact comparison can only over-pin); statement and handler
+            # names are case-insensitive identifiers
+            key = name
+            if name is not None and action in _CASELESS:
+                key = name.lower()
+            if action == "schema":
+                if name is not None and not additions_only:
+                    self.schema = name
+            elif action == "temp_table":
                 if key is None:
                     self.pin_sticky(_TEMP)
                 else:
-                    self.temp_tables.add(key)
+                    self.temp_tables.add(self._table(key))
             elif action in ("temp_table_drop", "drop_table"):
                 if key is not None and not additions_only:
-                    self.temp_tables.discard(key)
+                    self.temp_tables.discard(self._table(key))
             elif action == "advisory_lock":
                 if key is None:
                     self.pin_sticky(_LOCK)
@@ -217,9 +239,9 @@ class Pins:
         if Effect.USER_VAR in effects:
             if c.user_vars:
                 for name, value in c.user_vars.items():
-                    if value is not None and value.upper() == "NULL":
-                        if not additions_only:
-                            self.user_vars.discard(name)
+                    # a failed batch may have stopped between setting and clearing
+                    if value is not None and value.upper() == "NULL" and not additions_only:
+                        self.user_vars.discard(name)
                     else:
                         self.user_vars.add(name)
             else:

@@ -80,24 +80,30 @@ class Baseline:
 
     values: dict[str, str] = field(default_factory=dict)
     numeric: frozenset[str] = frozenset()
+    #: variables whose baseline is NULL (the tracker reports NULL as ''): '' is
+    #: restored as NULL for them (``default_tmp_storage_engine=''`` is ERR 1286)
+    nullable: frozenset[str] = frozenset()
 
     @classmethod
     def from_rows(cls, rows: Iterable[tuple[str, str | None, str]]) -> Baseline:
         """Rows of (VARIABLE_NAME, SESSION_VALUE, VARIABLE_TYPE)."""
         values: dict[str, str] = {}
         numeric: set[str] = set()
+        nullable: set[str] = set()
         for name, value, vtype in rows:
             n = name.lower()
             values[n] = "" if value is None else value
+            if value is None:
+                nullable.add(n)
             if vtype.upper() in _NUMERIC_TYPES:
                 numeric.add(n)
-        return cls(values, frozenset(numeric))
+        return cls(values, frozenset(numeric), frozenset(nullable))
 
     def literal(self, name: str, value: str, no_backslash_escapes: bool) -> str:
         """``value`` as SQL text for ``SET SESSION name = <literal>``."""
         if name in self.numeric or (name not in self.values and _looks_numeric(value)):
             return value
-        if value == "" and name in _NULLABLE:
+        if value == "" and (name in _NULLABLE or name in self.nullable):
             return "NULL"
         v = value.replace("'", "''")
         if not no_backslash_escapes:

@@ -208,8 +208,14 @@ def _server_args(
     args = [mariadbd, "--no-defaults"]
     if basedir:
         args.append(f"--basedir={basedir}")
+    # A private tmpdir: at start-up mariadbd deletes every "#sql*" file in its tmpdir,
+    # which in a shared /tmp are other servers' live internal temporary tables
+    # (information_schema queries on them then fail with ERR 6, or crash the server).
+    tmpdir = datadir.parent / "tmp"
+    tmpdir.mkdir(parents=True, exist_ok=True)
     args += [
         f"--datadir={datadir}",
+        f"--tmpdir={tmpdir}",
         f"--socket={socket_path}",
         f"--pid-file={pid_file}",
         f"--log-error={datadir / 'error.log'}",
