@@ -1,0 +1,601 @@
+"""Binary prepared statements (COM_STMT_*) in transaction and statement pooling.
+
+A statement id is only valid on the upstream connection that prepared it, and a pooled
+session changes connections between transactions. So the proxy owns the ids its clients see
+(``statements.StatementBook``, one per session) and prepares lazily on whichever connection
+runs the statement (``ConnStatements``, one LRU per upstream connection, in
+``ServerConn.statements``). Binary prepared statements therefore never pin a session; only
+state that lives on one upstream statement does, for as long as it lives: an open cursor
+(until the fetch reaches the last row, or the statement is executed again, reset or closed)
+and pending COM_STMT_SEND_LONG_DATA (until the statement's next execute, reset or close).
+
+``command(session, cmd, size)`` handles one COM_STMT_* command of a pooled session (the
+session's ``_pooled_command`` calls it); it uses the session's checkout, relay and release
+machinery so transactions, settings, pins and session tracking work as for COM_QUERY.
+
+Upstream statements are keyed by (schema, sql_mode, SQL text): a statement is parsed under the
+schema and sql_mode in force when it was prepared, so a lazy prepare on a connection whose
+schema or sql_mode differ switches them around the prepare (pipelined, one round trip).
+Statements evicted from a connection's cache are closed upstream (COM_STMT_CLOSE has no
+answer) in the same write as the next command, so the server never holds more than
+``pool.prepared_statement_cache`` statements per connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable
+from typing import TYPE_CHECKING
+
+import trio
+
+from tainted_proxy.backend.server import ServerConn
+from tainted_proxy.frontend.statements import (
+    DEFAULT_MAX_STATEMENTS,
+    ClientStatement,
+    StatementBook,
+    TooManyStatements,
+    UpstreamStatement,
+    UpstreamStatements,
+    com_stmt_close,
+    com_stmt_prepare,
+    encode_prepare_response,
+    execute_for_upstream,
+    parse_prepare_ok,
+    rewrite_stmt_id,
+    split_prepare_response,
+    stmt_id_of,
+    unknown_statement_error,
+)
+from tainted_proxy.net import ConnectionClosed
+from tainted_proxy.state import pins as pinreasons
+from tainted_proxy.taint.classifier import classify_flags
+from tainted_proxy.taint.effects import Classification
+from tainted_proxy.taint.lexer import ANSI_QUOTES, NO_BACKSLASH_ESCAPES
+from tainted_proxy.wire.buffer import join_payload
+from tainted_proxy.wire.codec import frame
+from tainted_proxy.wire.constants import (
+    CLIENT_DEPRECATE_EOF,
+    COM_QUERY,
+    COM_STMT_CLOSE,
+    COM_STMT_EXECUTE,
+    COM_STMT_FETCH,
+    COM_STMT_PREPARE,
+    COM_STMT_RESET,
+    COM_STMT_SEND_LONG_DATA,
+    ER_PROXY_UPSTREAM,
+    SERVER_STATUS_LAST_ROW_SENT,
+    SERVER_STATUS_NO_BACKSLASH_ESCAPES,
+)
+from tainted_proxy.wire.packets import com_init_db, com_query, err_payload, ok_response
+
+if TYPE_CHECKING:
+    from tainted_proxy.frontend.session import ClientSession
+
+#: The commands ``command`` handles.
+STMT_COMMANDS = frozenset(
+    (
+        COM_STMT_PREPARE,
+        COM_STMT_EXECUTE,
+        COM_STMT_SEND_LONG_DATA,
+        COM_STMT_CLOSE,
+        COM_STMT_RESET,
+        COM_STMT_FETCH,
+    )
+)
+
+ER_STMT_HAS_NO_OPEN_CURSOR = 1421  # HY000
+# COM_STMT_EXECUTE flags asking for a cursor (READ_ONLY, FOR_UPDATE, SCROLLABLE)
+_CURSOR_FLAGS = 0x07
+
+# the proxy's own exchanges with the server are short (as in frontend.session)
+_OWN_EXCHANGE_TIMEOUT = 30.0
+
+Key = tuple[str | None, str, bytes]  # (schema, sql_mode, sql)
+
+
+class SessionStatements:
+    """The binary prepared statements of one client session (a fresh one after
+    COM_RESET_CONNECTION / COM_CHANGE_USER: old ids are then unknown)."""
+
+    __slots__ = ("book", "cursors", "long_data", "deferred")
+
+    def __init__(self, max_statements: int = DEFAULT_MAX_STATEMENTS) -> None:
+        self.book = StatementBook(max_statements)
+        # proxy ids whose upstream statement has an open cursor / pending long data: both
+        # live on the connection the session holds (pinned)
+        self.cursors: set[int] = set()
+        self.long_data: set[int] = set()
+        # proxy id -> ERR payload for its next COM_STMT_EXECUTE: COM_STMT_SEND_LONG_DATA has
+        # no answer, so a failure to get a connection for it is reported there, as a server
+        # reports long-data errors
+        self.deferred: dict[int, bytes] = {}
+
+    def protocol_pin(self) -> str | None:
+        if self.cursors:
+            return pinreasons.BINARY_CURSOR
+        if self.long_data:
+            return pinreasons.LONG_DATA
+        return None
+
+    def kept_keys(self) -> set[Hashable]:
+        """Keys whose upstream statement must not be evicted (their cursor or long data
+        would go with it)."""
+        keys: set[Hashable] = set()
+        for pid in self.cursors | self.long_data:
+            stmt = self.book.get(pid)
+            if stmt is not None:
+                keys.add(stmt.key)
+        return keys
+
+
+class ConnStatements(UpstreamStatements):
+    """``UpstreamStatements`` of one connection, plus the COM_STMT_CLOSEs still to send."""
+
+    __slots__ = ("pending_close",)
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity)
+        self.pending_close: list[int] = []
+
+    def forget_all(self) -> None:
+        super().forget_all()
+        self.pending_close.clear()
+
+    def make_room(self, key: Hashable, keep: set[Hashable]) -> None:
+        """Before preparing ``key`` here: evict least recently used entries (not in
+        ``keep``) so that adding it stays within capacity; their ids go to
+        ``pending_close``, sent in the same write as the prepare."""
+        cache = self._cache
+        if key in cache or len(cache) < self.capacity:
+            return
+        if not keep:
+            while len(cache) >= self.capacity:
+                self.pending_close.append(cache.popitem(last=False)[1].upstream_id)
+            return
+        for k in list(cache):
+            if len(cache) < self.capacity:
+                break
+            if k not in keep:
+                self.pending_close.append(cache.pop(k).upstream_id)
+
+    def take_closes(self) -> bytes:
+        """The framed COM_STMT_CLOSEs to send before the next command (then forgotten)."""
+        if not self.pending_close:
+            return b""
+        out = b"".join(frame(com_stmt_close(i), 0)[0] for i in self.pending_close)
+        self.pending_close.clear()
+        return out
+
+
+def conn_statements(s: ClientSession, up: ServerConn) -> ConnStatements:
+    st = up.statements
+    if not isinstance(st, ConnStatements):
+        st = ConnStatements(s.proxy.config.pool.prepared_statement_cache)
+        up.statements = st
+    return st
+
+
+def sql_mode_of(s: ClientSession, up: ServerConn) -> str:
+    """The connection's sql_mode: from its settings vector, else the upstream baseline."""
+    for name, value in up.settings:
+        if name == "sql_mode":
+            return value
+    return s.proxy.baseline.values.get("sql_mode", "")
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+async def command(s: ClientSession, cmd: int, size: int) -> None:
+    """One COM_STMT_* command (the first ``size`` bytes of the client buffer) of a session in
+    transaction or statement pooling."""
+    cbuf = s.io.buf
+    payload = join_payload(cbuf.data, size)
+    cbuf.consume(size)
+    await _HANDLERS[cmd](s, payload)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+async def _prepare(s: ClientSession, payload: bytes) -> None:
+    """Prepare on a checked-out connection, answer with a proxy id, give it back."""
+    st = s.stmts
+    sql = payload[1:]
+    if s.up is None and not await s._checkout(None, 1):
+        st.book.note_prepare_failed()
+        return
+    up = s.up
+    assert up is not None and s.login is not None
+    key: Key = (up.schema, sql_mode_of(s, up), sql)
+    cache = conn_statements(s, up)
+    got = await _upstream_prepare(s, up, cache, key, st.kept_keys())
+    if isinstance(got, bytes):
+        st.book.note_prepare_failed()
+        await s.io.send_payload(got, 1)
+        s._maybe_release()
+        return
+    ok, param_defs, column_defs = got
+    upstream_id, _columns, num_params, warnings = parse_prepare_ok(ok)
+    if cache.lookup(key) is None:
+        cache.pending_close.extend(cache.add(key, upstream_id, num_params))
+    else:
+        # already prepared here (maybe with types bound): keep that one
+        cache.pending_close.append(upstream_id)
+        await _send(s, up, cache, None)
+    try:
+        stmt = st.book.add(sql, key, ok, param_defs, column_defs)
+    except TooManyStatements as exc:
+        await s.io.send_payload(exc.err_payload(), 1)
+        s._maybe_release()
+        return
+    if warnings:
+        s.pins.next_statement = pinreasons.WARNINGS  # SHOW WARNINGS must see them
+    deprecate_eof = bool(s.login.capabilities & CLIENT_DEPRECATE_EOF)
+    out: list[bytes] = []
+    seq = 1
+    for p in encode_prepare_response(stmt, deprecate_eof, up.status, warnings):
+        data, seq = frame(p, seq)
+        out.append(data)
+    await s.io.conn.send_all(b"".join(out))
+    s._maybe_release()
+
+
+async def _execute(s: ClientSession, payload: bytes) -> None:
+    st = s.stmts
+    sid = stmt_id_of(payload)
+    stmt = st.book.get(sid)
+    if stmt is None:
+        await s.io.send_payload(unknown_statement_error(sid, COM_STMT_EXECUTE), 1)
+        return
+    pid = stmt.proxy_id
+    deferred = st.deferred.pop(pid, None)
+    if deferred is not None:
+        st.long_data.discard(pid)
+        _update_pin(s)
+        await s.io.send_payload(deferred, 1)
+        s._maybe_release()
+        return
+    # what the statement's text does (pins, transactions, LAST_INSERT_ID()), as for COM_QUERY
+    schema, mode, sql = stmt.key  # type: ignore[misc]
+    flags = (ANSI_QUOTES if "ANSI_QUOTES" in mode else 0) | (
+        NO_BACKSLASH_ESCAPES if "NO_BACKSLASH_ESCAPES" in mode else 0
+    )
+    c = classify_flags(sql, flags)
+    if c is not None and s.mode == "statement" and s.up is None:
+        from tainted_proxy.frontend.session import _opens_transaction
+
+        if _opens_transaction(c):
+            s.proxy.stats.refused_in_statement_mode += 1
+            await s.io.send_error(
+                1235,
+                "42000",
+                "tainted-proxy: transactions are not allowed in statement pooling mode "
+                f"(user '{s.user}'): use pool_mode = \"transaction\"",
+                1,
+            )
+            return
+    if len(payload) > 5 and payload[5] & _CURSOR_FLAGS:
+        pin: str | None = pinreasons.BINARY_CURSOR
+    else:
+        pin = c.pin if c is not None else None
+    if pin is not None and not await s._wait_for_pin_slot(pin):
+        return  # users.NAME.max_pinned: the client has ERR 1040
+    if s.up is None and not await s._checkout(c, 1):
+        return
+    up = s.up
+    assert up is not None
+    cache = conn_statements(s, up)
+    ust = await _upstream_statement(s, up, cache, stmt)
+    if isinstance(ust, bytes):
+        await s.io.send_payload(ust, 1)
+        s._maybe_release()
+        return
+    st.book.note_execute(stmt, payload)
+    out, types = execute_for_upstream(
+        payload, ust.upstream_id, stmt.num_params, stmt.types, ust.types_bound
+    )
+    # executing again closes the statement's cursor and consumes its long data
+    st.cursors.discard(pid)
+    st.long_data.discard(pid)
+    _fresh_response(s, c)
+    schema_before = up.schema
+    await _send(s, up, cache, out)
+    await s._relay_response(up, COM_STMT_EXECUTE)
+    tracker = up.tracker
+    ust.types_bound = None if tracker.error else types
+    cursor = tracker.cursor_opened and not tracker.error
+    if c is None and schema != schema_before:
+        # The server runs a statement in the schema it was prepared in, and switches
+        # back: it then reports a state change (a schema change to the current one). From
+        # a statement the classifier proved clean, that is all the change there is.
+        if not s._schema_changed or s._reported_schema == schema_before:
+            s._state_changed = s._schema_changed = False
+        tracker.eof_ssc = False
+    # the execute runs the statement's text: learn from it as from a COM_QUERY of it
+    await s._after_command(COM_QUERY, c)
+    if cursor:
+        st.cursors.add(pid)
+    _update_pin(s)
+    if s.killed:
+        return
+    s._maybe_release()
+
+
+async def _send_long_data(s: ClientSession, payload: bytes) -> None:
+    """No answer: failures are reported at the statement's next execute."""
+    st = s.stmts
+    stmt = st.book.get(stmt_id_of(payload))
+    if stmt is None:
+        return  # the server ignores it as well; the execute gets 1243
+    pid = stmt.proxy_id
+    if pid in st.deferred:
+        return
+    if s.up is None:
+        err = await _quiet_checkout(s)
+        if err is not None:
+            st.deferred[pid] = err
+            return
+    up = s.up
+    assert up is not None
+    cache = conn_statements(s, up)
+    ust = await _upstream_statement(s, up, cache, stmt)
+    if isinstance(ust, bytes):
+        st.deferred[pid] = ust
+        s._maybe_release()
+        return
+    _fresh_response(s)
+    await _send(s, up, cache, rewrite_stmt_id(payload, ust.upstream_id))
+    st.long_data.add(pid)
+    _update_pin(s)
+    s._maybe_release()
+
+
+async def _close(s: ClientSession, payload: bytes) -> None:
+    """No answer. The upstream statement stays cached for other executions, unless a cursor
+    or long data of this session lives on it."""
+    st = s.stmts
+    stmt = st.book.close(stmt_id_of(payload))
+    if stmt is None:
+        return
+    pid = stmt.proxy_id
+    held = pid in st.cursors or pid in st.long_data
+    st.cursors.discard(pid)
+    st.long_data.discard(pid)
+    st.deferred.pop(pid, None)
+    up = s.up
+    if held and up is not None:
+        cache = conn_statements(s, up)
+        ust = cache.drop(stmt.key)
+        if ust is not None:
+            cache.pending_close.append(ust.upstream_id)
+            await _send(s, up, cache, None)
+    _update_pin(s)
+    s._maybe_release()
+
+
+async def _reset(s: ClientSession, payload: bytes) -> None:
+    st = s.stmts
+    sid = stmt_id_of(payload)
+    stmt = st.book.get(sid)
+    if stmt is None:
+        await s.io.send_payload(unknown_statement_error(sid, COM_STMT_RESET), 1)
+        return
+    pid = stmt.proxy_id
+    st.cursors.discard(pid)
+    st.long_data.discard(pid)
+    st.deferred.pop(pid, None)
+    up = s.up
+    ust = conn_statements(s, up).lookup(stmt.key) if up is not None else None
+    if up is not None and ust is not None:
+        cache = conn_statements(s, up)
+        _fresh_response(s)
+        await _send(s, up, cache, rewrite_stmt_id(payload, ust.upstream_id))
+        await s._relay_response(up, COM_STMT_RESET)
+        ust.types_bound = None  # sending the types again is always accepted
+    else:
+        # nothing of this statement lives upstream: a reset has nothing to do
+        assert s.login is not None
+        await s.io.conn.send_all(ok_response(s.login.capabilities, status=s._status()))
+    _update_pin(s)
+    s._maybe_release()
+
+
+async def _fetch(s: ClientSession, payload: bytes) -> None:
+    st = s.stmts
+    sid = stmt_id_of(payload)
+    stmt = st.book.get(sid)
+    if stmt is None:
+        await s.io.send_payload(unknown_statement_error(sid, COM_STMT_FETCH), 1)
+        return
+    pid = stmt.proxy_id
+    up = s.up
+    ust = None
+    if pid in st.cursors and up is not None:
+        ust = conn_statements(s, up).lookup(stmt.key)
+    if up is None or ust is None:
+        await s.io.send_error(
+            ER_STMT_HAS_NO_OPEN_CURSOR, "HY000", f"The statement ({sid}) has no open cursor.", 1
+        )
+        return
+    cache = conn_statements(s, up)
+    _fresh_response(s)
+    await _send(s, up, cache, rewrite_stmt_id(payload, ust.upstream_id))
+    await s._relay_response(up, COM_STMT_FETCH)
+    tracker = up.tracker
+    if not tracker.error and tracker.status & SERVER_STATUS_LAST_ROW_SENT:
+        st.cursors.discard(pid)  # the server closed the cursor
+    _update_pin(s)
+    if s.killed:
+        return
+    s._maybe_release()
+
+
+_HANDLERS: dict[int, Callable[[ClientSession, bytes], Awaitable[None]]] = {
+    COM_STMT_PREPARE: _prepare,
+    COM_STMT_EXECUTE: _execute,
+    COM_STMT_SEND_LONG_DATA: _send_long_data,
+    COM_STMT_CLOSE: _close,
+    COM_STMT_RESET: _reset,
+    COM_STMT_FETCH: _fetch,
+}
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _update_pin(s: ClientSession) -> None:
+    s.pins.protocol = s.stmts.protocol_pin()
+
+
+def _fresh_response(s: ClientSession, c: Classification | None = None) -> None:
+    """What the session learns from the next relayed response starts empty; ``c`` is
+    what the command runs (the statement's text for an execute)."""
+    s._reported.clear()
+    s._schema_changed = False
+    s._state_changed = False
+    s._last_classification = c
+
+
+async def _send(
+    s: ClientSession, up: ServerConn, cache: ConnStatements, payload: bytes | None
+) -> None:
+    """Send ``payload`` (a command, or nothing) after the pending COM_STMT_CLOSEs, in one
+    write."""
+    data = cache.take_closes()
+    if payload is not None:
+        data += frame(payload, 0)[0]
+    if not data:
+        return
+    s.busy = True
+    try:
+        await up.conn.send_all(data)
+    except ConnectionClosed:
+        await s._upstream_lost(forwarded=False)
+    if payload is None or payload[0] == COM_STMT_SEND_LONG_DATA:
+        s.busy = False  # no answer comes
+
+
+async def _quiet_checkout(s: ClientSession) -> bytes | None:
+    """``s._checkout`` for a command without an answer: the client must not get the ERR
+    now. Returns None, or the ERR payload for later."""
+    errors: list[bytes] = []
+
+    async def record(seq: int, code: int, sqlstate: str, message: str) -> None:
+        errors.append(err_payload(code, sqlstate, message))
+
+    s._try_error = record  # type: ignore[method-assign]  # shadows the method for this call
+    try:
+        ok = await s._checkout(None, 1)
+    finally:
+        del s._try_error
+    if ok:
+        return None
+    if errors:
+        return errors[0]
+    return err_payload(ER_PROXY_UPSTREAM, "HY000", "tainted-proxy: no upstream connection")
+
+
+async def _upstream_statement(
+    s: ClientSession, up: ServerConn, cache: ConnStatements, stmt: ClientStatement
+) -> UpstreamStatement | bytes:
+    """The statement prepared on ``up`` (prepared now if it is not, its response
+    swallowed), or the ERR payload the prepare got."""
+    ust = cache.lookup(stmt.key)
+    if ust is not None:
+        return ust
+    got = await _upstream_prepare(s, up, cache, stmt.key, s.stmts.kept_keys())  # type: ignore[arg-type]
+    if isinstance(got, bytes):
+        return got
+    upstream_id, _columns, num_params, _warnings = parse_prepare_ok(got[0])
+    cache.pending_close.extend(cache.add(stmt.key, upstream_id, num_params))
+    ust = cache.lookup(stmt.key)
+    assert ust is not None
+    return ust
+
+
+async def _upstream_prepare(
+    s: ClientSession, up: ServerConn, cache: ConnStatements, key: Key, keep: set[Hashable]
+) -> tuple[bytes, list[bytes], list[bytes]] | bytes:
+    """COM_STMT_PREPARE of ``key`` on ``up``, under ``key``'s schema and sql_mode, read whole
+    by the proxy. Returns (PREPARE_OK, param definitions, column definitions), or the ERR
+    payload. The caller records the statement in ``cache``."""
+    schema, mode, sql = key
+    cache.make_room(key, keep)
+    pre: list[bytes] = []
+    post: list[bytes] = []
+    current_mode = sql_mode_of(s, up)
+    if mode != current_mode:
+        baseline = s.proxy.baseline
+        nbe = bool(up.status & SERVER_STATUS_NO_BACKSLASH_ESCAPES)
+        to = baseline.literal("sql_mode", mode, nbe)
+        back = baseline.literal("sql_mode", current_mode, "NO_BACKSLASH_ESCAPES" in mode)
+        pre.append(com_query(f"SET SESSION sql_mode={to}".encode("utf-8", "surrogateescape")))
+        post.append(com_query(f"SET SESSION sql_mode={back}".encode("utf-8", "surrogateescape")))
+    if schema is not None and up.schema is not None and schema != up.schema:
+        pre.append(com_init_db(schema))
+        post.insert(0, com_init_db(up.schema))
+    msgs = [cache.take_closes()]
+    msgs.extend(frame(p, 0)[0] for p in pre)
+    msgs.append(frame(com_stmt_prepare(sql), 0)[0])
+    msgs.extend(frame(p, 0)[0] for p in post)
+    deprecate_eof = bool(up.capabilities & CLIENT_DEPRECATE_EOF)
+    s.busy = True
+    switch_err: bytes | None = None
+    restore_err: bytes | None = None
+    try:
+        with trio.fail_after(_OWN_EXCHANGE_TIMEOUT):
+            await up.conn.send_all(b"".join(msgs))
+            # every pipelined answer is read, even after an ERR
+            for _ in pre:
+                _, resp = await up.read_packet()
+                if resp[:1] == b"\xff" and switch_err is None:
+                    switch_err = resp
+            payloads = await _read_prepare_response(up, deprecate_eof)
+            for _ in post:
+                _, resp = await up.read_packet()
+                if resp[:1] == b"\xff" and restore_err is None:
+                    restore_err = resp
+    except ConnectionClosed:
+        await s._upstream_lost(forwarded=False)
+    s.busy = False
+    if restore_err is not None:
+        # the connection's schema or sql_mode is not what the proxy thinks: give up on it
+        from tainted_proxy.frontend.session import SessionEnd
+
+        await s.io.send_payload(restore_err, 1)
+        raise SessionEnd(False)
+    if payloads[0][:1] == b"\xff":
+        return switch_err or payloads[0]
+    ok, param_defs, column_defs = split_prepare_response(payloads, deprecate_eof)
+    if switch_err is not None:
+        # prepared under the wrong schema or sql_mode: not usable
+        cache.pending_close.append(parse_prepare_ok(ok)[0])
+        return switch_err
+    return ok, param_defs, column_defs
+
+
+async def _read_prepare_response(up: ServerConn, deprecate_eof: bool) -> list[bytes]:
+    """The payloads of one COM_STMT_PREPARE response (just the ERR if it failed)."""
+    _, first = await up.read_packet()
+    if first[:1] == b"\xff":
+        return [first]
+    _, columns, params, _ = parse_prepare_ok(first)
+    count = params + columns
+    if not deprecate_eof:
+        count += (params > 0) + (columns > 0)
+    out = [first]
+    for _ in range(count):
+        _, p = await up.read_packet()
+        out.append(p)
+    return out
+
+
+__all__ = [
+    "STMT_COMMANDS",
+    "ConnStatements",
+    "SessionStatements",
+    "command",
+    "conn_statements",
+    "sql_mode_of",
+]
