@@ -104,3 +104,152 @@ def connect(p: ProxyThread, **kw: Any) -> pymysql.connections.Connection:
 def connect_fixture() -> Callable[..., pymysql.connections.Connection]:
     """``connect(proxy_thread, **pymysql_kwargs)``."""
     return connect
+
+
+# --------------------------------------------------------------------------------------------
+# Transaction and statement pooling (issue #4)
+# --------------------------------------------------------------------------------------------
+#
+# * ``pooling_proxy(mode="transaction", max_connections=2, ...)``: a proxy whose user ``app``
+#   (password ``app-secret``) has ``pool_mode = mode`` and logs in upstream with a login of
+#   its own, made for this proxy only (``p.upstream_user``), so the server's processlist tells
+#   exactly which connections come from it; ``p.server`` is the MariaDB behind it.
+# * ``upstream_sampler(server, login)``: ``with`` block sampling the server's processlist in a
+#   thread; ``peak`` = most connections of that login seen at once.
+# * ``wait_until(predicate, timeout, what)``: poll; fails with ``what`` after ``timeout``.
+# * ``session_state(p, client_id)``: ``(pin_reason, holds_upstream)`` of a proxy session.
+
+import itertools  # noqa: E402
+import os  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+_pool_login_ids = itertools.count(1)
+POOL_UPSTREAM_PASSWORD = "pool-up-secret"
+
+
+@pytest.fixture
+def pooling_proxy(proxy_factory: ProxyFactory, app_account: MariaDBServer) -> Callable[..., Any]:
+    def make(
+        mode: str = "transaction",
+        *,
+        max_connections: int = 2,
+        server: MariaDBServer | None = None,
+        checkout_timeout: float = 5.0,
+        pool: dict[str, Any] | None = None,
+        upstream: dict[str, Any] | None = None,
+        **user: Any,
+    ) -> ProxyThread:
+        srv = server or app_account
+        login = f"tp_pool_{os.getpid()}_{next(_pool_login_ids)}"
+        srv.create_user(login, POOL_UPSTREAM_PASSWORD)
+        users = {
+            APP_USER: {
+                "password": APP_PASSWORD,
+                "pool_mode": mode,
+                "upstream_user": login,
+                "upstream_password": POOL_UPSTREAM_PASSWORD,
+                **user,
+            }
+        }
+        p = proxy_factory(
+            server=server,
+            users=users,
+            upstream={"max_connections": max_connections, **(upstream or {})},
+            pool={"checkout_timeout": checkout_timeout, **(pool or {})},
+        )
+        p.upstream_user = login  # type: ignore[attr-defined]
+        p.server = srv  # type: ignore[attr-defined]
+        return p
+
+    return make
+
+
+def upstream_count(srv: MariaDBServer, login: str) -> int:
+    rows = srv.execute(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (login,)
+    )
+    return int(rows[0][0])
+
+
+class UpstreamSampler:
+    """Sample the server's processlist in a background thread while the ``with`` block runs;
+    ``peak`` is the most connections of ``login`` seen at once."""
+
+    def __init__(self, srv: MariaDBServer, login: str, interval: float = 0.002) -> None:
+        self.srv = srv
+        self.login = login
+        self.interval = interval
+        self.peak = 0
+        self.samples = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="upstream-sampler", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            conn = self.srv.connect(read_timeout=10)
+            try:
+                with conn.cursor() as cur:
+                    while True:
+                        cur.execute(
+                            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s",
+                            (self.login,),
+                        )
+                        self.peak = max(self.peak, int(cur.fetchone()[0]))
+                        self.samples += 1
+                        if self._stop.wait(self.interval):
+                            return
+            finally:
+                conn.close()
+        except BaseException as exc:  # reported by __exit__
+            self.error = exc
+
+    def __enter__(self) -> UpstreamSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        if self.error is not None and exc[0] is None:
+            raise AssertionError(f"processlist sampler failed: {self.error!r}")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what or predicate}")
+        time.sleep(0.01)
+
+
+def session_state(p: ProxyThread, client_id: int) -> tuple[str | None, bool]:
+    """``(pin_reason, holds_an_upstream_connection)`` of the proxy session ``client_id``."""
+
+    def read() -> tuple[str | None, bool]:
+        s = p.proxy.sessions[client_id]
+        return s.pin_reason, s.up is not None
+
+    return p.call(read)
+
+
+@pytest.fixture(name="upstream_sampler")
+def upstream_sampler_fixture() -> type[UpstreamSampler]:
+    """``with upstream_sampler(server, login) as s: ...``; then ``s.peak``."""
+    return UpstreamSampler
+
+
+@pytest.fixture(name="wait_until")
+def wait_until_fixture() -> Callable[..., Any]:
+    """``wait_until(predicate, timeout=5.0, what="")``."""
+    return wait_until
+
+
+@pytest.fixture(name="session_state")
+def session_state_fixture() -> Callable[[ProxyThread, int], tuple[str | None, bool]]:
+    """``session_state(proxy_thread, client_id) -> (pin_reason, holds_upstream)``."""
+    return session_state
