@@ -75,7 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser(
         "demo", help="run the proxy against a throwaway MariaDB and show it working"
     )
-    demo.add_argument("--clients", type=int, default=20, help="concurrent demo clients")
+    demo.add_argument("--processes", type=int, default=4, help="app processes (default: 4)")
+    demo.add_argument(
+        "--pool-size",
+        type=int,
+        default=10,
+        help="client connections per app process (its SQLAlchemy pool_size; default: 10)",
+    )
+    demo.add_argument(
+        "--seconds", type=float, default=3.0, help="seconds of work per process (default: 3)"
+    )
     demo.set_defaults(func=_demo)
     sub.add_parser("classify", help="classify SQL statements (see `tainted-proxy classify --help`)")
     args = parser.parse_args(argv)

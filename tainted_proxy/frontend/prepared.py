@@ -262,19 +262,8 @@ async def _execute(s: ClientSession, payload: bytes) -> None:
         NO_BACKSLASH_ESCAPES if "NO_BACKSLASH_ESCAPES" in mode else 0
     )
     c = classify_flags(sql, flags)
-    if c is not None and s.mode == "statement" and s.up is None:
-        from tainted_proxy.frontend.session import _opens_transaction
-
-        if _opens_transaction(c):
-            s.proxy.stats.refused_in_statement_mode += 1
-            await s.io.send_error(
-                1235,
-                "42000",
-                "tainted-proxy: transactions are not allowed in statement pooling mode "
-                f"(user '{s.user}'): use pool_mode = \"transaction\"",
-                1,
-            )
-            return
+    if c is not None and await s._refused_in_statement_mode(c):
+        return
     if len(payload) > 5 and payload[5] & _CURSOR_FLAGS:
         pin: str | None = pinreasons.BINARY_CURSOR
     else:
@@ -298,7 +287,7 @@ async def _execute(s: ClientSession, payload: bytes) -> None:
     # executing again closes the statement's cursor and consumes its long data
     st.cursors.discard(pid)
     st.long_data.discard(pid)
-    _fresh_response(s, c)
+    _fresh_response(s, c, stmt.sql)
     schema_before = up.schema
     await _send(s, up, cache, out)
     await s._relay_response(up, COM_STMT_EXECUTE)
@@ -448,13 +437,15 @@ def _update_pin(s: ClientSession) -> None:
     s.pins.protocol = s.stmts.protocol_pin()
 
 
-def _fresh_response(s: ClientSession, c: Classification | None = None) -> None:
+def _fresh_response(s: ClientSession, c: Classification | None = None, sql: bytes = b"") -> None:
     """What the session learns from the next relayed response starts empty; ``c`` is
-    what the command runs (the statement's text for an execute)."""
+    what the command runs (the statement's text for an execute, also ``sql``: the
+    taint ledger fingerprints it)."""
     s._reported.clear()
     s._schema_changed = False
     s._state_changed = False
     s._last_classification = c
+    s._last_sql = sql
 
 
 async def _send(

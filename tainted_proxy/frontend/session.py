@@ -41,6 +41,7 @@ from tainted_proxy.state.settings import (
 )
 from tainted_proxy.taint.classifier import classify_flags
 from tainted_proxy.taint.effects import Classification, Effect
+from tainted_proxy.taint.fingerprint import fingerprint
 from tainted_proxy.taint.lexer import flags_from_status
 from tainted_proxy.wire import auth as wauth
 from tainted_proxy.wire.constants import (
@@ -176,6 +177,7 @@ class ClientSession:
         self._schema_changed = False
         self._state_changed = False
         self._last_classification: Classification | None = None
+        self._last_sql = b""
 
     # -- lifecycle ---------------------------------------------------------------
     async def run(self) -> None:
@@ -576,21 +578,21 @@ class ClientSession:
         c: Classification | None = None
         if cmd == COM_QUERY:
             flags = flags_from_status(self._status())
-            c = classify_flags(bytes(cbuf.data[5:size]), flags)
+            sql = self._last_sql = bytes(cbuf.data[5:size])
+            c = classify_flags(sql, flags)
             if c is not None:
-                if self.mode == "statement" and self.up is None and _opens_transaction(c):
+                if self.mode == "statement" and await self._refused_in_statement_mode(c):
                     cbuf.consume(size)
-                    self.proxy.stats.refused_in_statement_mode += 1
-                    await io.send_error(
-                        1235,
-                        "42000",
-                        "tainted-proxy: transactions are not allowed in statement pooling mode "
-                        f"(user '{self.user}'): use pool_mode = \"transaction\"",
-                        1,
-                    )
                     return
                 if c.emulable is not None and self.up is None and await self._emulate(c):
                     cbuf.consume(size)
+                    return
+                if self.up is None and Effect.TX_END in c.effects and _PLAIN_END.match(sql):
+                    # no connection held means no transaction open: nothing to end.
+                    # (SQLAlchemy rolls back every connection returned to its pool.)
+                    cbuf.consume(size)
+                    assert self.login is not None
+                    await io.conn.send_all(ok_response(self.login.capabilities, status=self.status))
                     return
                 if c.pin is not None and not await self._wait_for_pin_slot(c.pin):
                     cbuf.consume(size)
@@ -620,6 +622,21 @@ class ClientSession:
         if self.killed:
             return
         self._maybe_release()
+
+    async def _refused_in_statement_mode(self, c: Classification) -> bool:
+        """Statement mode: refuse (ERR 1235, before anything reaches the server) a
+        statement that would open a transaction outliving it."""
+        if self.mode != "statement" or not _opens_transaction(c):
+            return False
+        self.proxy.stats.refused_in_statement_mode += 1
+        await self.io.send_error(
+            1235,
+            "42000",
+            "tainted-proxy: transactions are not allowed in statement pooling mode "
+            f"(user '{self.user}'): use pool_mode = \"transaction\"",
+            1,
+        )
+        return True
 
     async def _checkout(self, c: Classification | None, seq: int) -> bool:
         """Get a connection carrying the session's settings and schema (the pool picks
@@ -695,7 +712,13 @@ class ClientSession:
             stats.pins[reason] += 1
             proxy.pinned_by_user[self.user] += 1
             c = self._last_classification
-            proxy.ledger[(self.user, reason, c.fingerprint if c is not None else "")] += 1
+            if c is not None:
+                fp = c.fingerprint
+            elif self._last_sql:
+                fp = fingerprint(self._last_sql)
+            else:
+                fp = ""
+            proxy.ledger[(self.user, reason, fp)] += 1
         else:
             stats.pinned_now -= 1
             proxy.pinned_by_user[self.user] -= 1
@@ -1019,6 +1042,10 @@ class ClientSession:
         if resp[:1] == b"\x00" and not self.login.capabilities & CLIENT_SESSION_TRACK:
             resp = strip_session_tracking(resp, up.capabilities)
         await self.io.send_payload(resp, 1)
+
+
+# COMMIT / ROLLBACK that only end a transaction (no AND CHAIN, RELEASE, TO SAVEPOINT)
+_PLAIN_END = re.compile(rb"^\s*(?:COMMIT|ROLLBACK)(?:\s+WORK)?\s*;?\s*$", re.IGNORECASE)
 
 
 def _opens_transaction(c: Classification) -> bool:

@@ -60,7 +60,13 @@ class _Waiter:
     event: trio.Event = field(default_factory=trio.Event)
     conn: ServerConn | None = None
     permit: bool = False
+    want: tuple[Settings, str | None] | None = None
+    passed_over: int = 0  # times a later waiter got a connection first (bounded)
 
+
+# waiters handed a connection by settings, ahead of the queue's head (see _waiter_for)
+_LOOK_AHEAD = 16
+_MAX_PASSED_OVER = 3
 
 Opener = Callable[[PoolKey], Awaitable[ServerConn]]
 
@@ -154,7 +160,7 @@ class Pool:
             if self._evict_idle_for(key):
                 self._reserve(key)
                 return await self._open(key)
-        return await self._wait(key, timeout)
+        return await self._wait(key, timeout, want)
 
     def _take_idle(
         self, key: PoolKey, want: tuple[Settings, str | None] | None = None
@@ -228,8 +234,10 @@ class Pool:
         self.in_use.add(conn)
         return conn
 
-    async def _wait(self, key: PoolKey, timeout: float) -> ServerConn:
-        waiter = _Waiter(key)
+    async def _wait(
+        self, key: PoolKey, timeout: float, want: tuple[Settings, str | None] | None = None
+    ) -> ServerConn:
+        waiter = _Waiter(key, want=want)
         self.waiters.append(waiter)
         self.stats.waited += 1
         started = time.monotonic()
@@ -316,19 +324,43 @@ class Pool:
     def _give_back(self, conn: ServerConn) -> None:
         key = conn.key
         assert isinstance(key, PoolKey)
-        for w in self.waiters:
-            if w.key == key:
-                self.waiters.remove(w)
-                w.conn = conn
-                self.in_use.add(conn)
-                w.event.set()
-                return
+        w = self._waiter_for(conn, key)
+        if w is not None:
+            self.waiters.remove(w)
+            w.conn = conn
+            self.in_use.add(conn)
+            w.event.set()
+            return
         if self.waiters:
             # someone waits for another key: this connection's slot serves them better
             self._close(conn)
             self._hand_out_slot()
             return
         self.idle.setdefault(key, []).append(conn)
+
+    def _waiter_for(self, conn: ServerConn, key: PoolKey) -> _Waiter | None:
+        """The first waiter of ``key`` (FIFO), unless one of the next few wants exactly
+        the settings and schema ``conn`` carries: then that one, so the hand-off costs
+        no SET round trip. A waiter is passed over at most _MAX_PASSED_OVER times, so
+        nobody starves."""
+        first: _Waiter | None = None
+        looked = 0
+        state = (conn.settings, conn.schema)
+        for w in self.waiters:
+            if w.key != key:
+                continue
+            if first is None:
+                first = w
+                if w.want is None or w.want == state or w.passed_over >= _MAX_PASSED_OVER:
+                    return w
+            elif w.want == state:
+                first.passed_over += 1
+                self.stats.exact_hits += 1
+                return w
+            looked += 1
+            if looked >= _LOOK_AHEAD:
+                break
+        return first
 
     def _hand_out_slot(self) -> None:
         """A slot was freed: let the first waiter that may use it open a connection."""

@@ -9,7 +9,9 @@ holds, or None: then the session may give its connection back. Pure data, no I/O
 
 from __future__ import annotations
 
-from tainted_proxy.taint.effects import PIN_REASONS, Classification, Effect
+import re
+
+from tainted_proxy.taint.effects import PIN_BACKUP_LOCK, PIN_REASONS, Classification, Effect
 
 # Reasons of the proxy's own (the classifier's are in taint.effects.PIN_REASONS).
 UNEXPLAINED = "unexplained session state change (reported by the server)"
@@ -48,6 +50,11 @@ _TRACKED = frozenset(
     )
 )
 
+_TABLES_UNLOCK = re.compile(r"\bUNLOCK\s+TABLES?\b", re.IGNORECASE)
+_BACKUP_UNLOCK = re.compile(
+    r"\bBACKUP\s+UNLOCK\b|\bBACKUP\s+STAGE\s+END\b|\bUNLOCK\s+INSTANCE\b", re.IGNORECASE
+)
+
 _CASELESS = frozenset(("prepare", "deallocate", "handler_open", "handler_close"))
 
 # What a server ``state_change`` may legitimately come from (else it is unexplained).
@@ -77,7 +84,7 @@ class Pins:
     __slots__ = (
         "temp_tables",
         "locks",
-        "table_lock",
+        "table_locks",
         "prepared",
         "handlers",
         "xa",
@@ -92,7 +99,8 @@ class Pins:
     def __init__(self) -> None:
         self.temp_tables: set[str] = set()
         self.locks: set[str] = set()
-        self.table_lock: str | None = None
+        # held lock kinds (LOCK TABLES / FTWRL and backup locks end separately)
+        self.table_locks: set[str] = set()
         self.prepared: set[str] = set()
         self.handlers: set[str] = set()
         self.xa = False
@@ -116,8 +124,8 @@ class Pins:
             return self.protocol
         if self.xa:
             return _XA
-        if self.table_lock:
-            return self.table_lock
+        if self.table_locks:
+            return min(self.table_locks)
         if self.temp_tables:
             return _TEMP
         if self.locks:
@@ -233,9 +241,14 @@ class Pins:
                 if not additions_only:
                     self.xa = False
         if Effect.TABLE_LOCK in effects:
-            self.table_lock = c.pin or PIN_REASONS[Effect.TABLE_LOCK]
-        elif Effect.TABLE_UNLOCK in effects and not additions_only:
-            self.table_lock = None
+            self.table_locks.add(c.pin or PIN_REASONS[Effect.TABLE_LOCK])
+        elif Effect.TABLE_UNLOCK in effects and not additions_only and self.table_locks:
+            # each unlock ends its own kind of lock: BACKUP UNLOCK leaves LOCK TABLES
+            text = c.sql if isinstance(c.sql, str) else c.sql.decode("latin-1")
+            if _BACKUP_UNLOCK.search(text):
+                self.table_locks.discard(PIN_BACKUP_LOCK)
+            if _TABLES_UNLOCK.search(text):
+                self.table_locks = {r for r in self.table_locks if r == PIN_BACKUP_LOCK}
         if Effect.USER_VAR in effects:
             if c.user_vars:
                 for name, value in c.user_vars.items():

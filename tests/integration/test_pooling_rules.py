@@ -130,3 +130,27 @@ def test_a_session_that_leaves_pinned_gets_its_connection_reset_before_reuse(pro
                 cur.execute("SELECT * FROM left_behind")
         finally:
             b.close()
+
+
+def test_commit_and_rollback_without_a_held_connection_are_answered_by_the_proxy(
+    proxy_factory,
+):
+    p = _proxy(proxy_factory)
+    a = connect(p, autocommit=False)
+    try:
+        cur = a.cursor()
+        acquired = p.proxy.pool.stats.acquired
+        a.rollback()
+        a.commit()
+        cur.execute("ROLLBACK WORK")
+        assert p.proxy.pool.stats.acquired == acquired
+        # inside a transaction they reach the server
+        cur.execute("CREATE TABLE IF NOT EXISTS test.rules_commit (a int)")
+        cur.execute("INSERT INTO test.rules_commit VALUES (1)")
+        assert _session_of(p, a).up is not None
+        a.rollback()
+        cur.execute("SELECT COUNT(*) FROM test.rules_commit")
+        assert cur.fetchall() == ((0,),)
+        a.commit()
+    finally:
+        a.close()

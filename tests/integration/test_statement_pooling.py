@@ -211,3 +211,16 @@ def test_default_autocommit_off_clients_get_the_refusal_at_connect(
     # the proxy is fine for the next client
     with pymysql.connect(connect_timeout=10, autocommit=True, **args) as c:
         assert q(c, "SELECT 1") == ((1,),)
+
+
+def test_a_pinned_session_is_refused_begin_too(stmt_proxy, connect, table):
+    c = connect(stmt_proxy, autocommit=True)
+    try:
+        q(c, "CREATE TEMPORARY TABLE scratch (a int)")  # pins the session
+        with pytest.raises(pymysql.err.MySQLError) as exc:
+            q(c, "BEGIN")
+        assert_refusal(*exc.value.args)
+        q(c, "INSERT INTO scratch VALUES (1)")
+        assert q(c, "SELECT @@in_transaction, COUNT(*) FROM scratch") == ((0, 1),)
+    finally:
+        c.close()

@@ -192,3 +192,46 @@ async def test_at_the_cap_the_other_kind_is_evicted_not_shared():
     got = await pool.acquire(UNTRACKED, 1)
     assert got is not tracked and tracked.broken
     assert pool.total == 1 and len(opened) == 2
+
+
+async def test_a_released_connection_goes_to_a_waiter_wanting_its_settings_then_fifo():
+    pool, _ = make_pool(cap=1)
+    conn = await pool.acquire(TRACKED, 1, (TZ, "test"))
+    conn.settings, conn.schema = TZ, "test"
+    got: list[str] = []
+
+    async def wait(name: str, want: tuple[Settings, str | None]) -> None:
+        c = await pool.acquire(TRACKED, 5, want)
+        got.append(name)
+        await trio.sleep(0.01)
+        pool.release(c)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait, "ansi-first-in-line", (ANSI, "test"))
+        await trio.sleep(0.01)
+        nursery.start_soon(wait, "tz-second", (TZ, "test"))
+        await trio.sleep(0.01)
+        pool.release(conn)  # carries TZ: the second waiter gets it without a SET
+    assert got == ["tz-second", "ansi-first-in-line"]
+
+
+async def test_a_waiter_is_passed_over_at_most_three_times():
+    pool, _ = make_pool(cap=1)
+    conn = await pool.acquire(TRACKED, 1, (TZ, "test"))
+    conn.settings, conn.schema = TZ, "test"
+    got: list[str] = []
+
+    async def wait(name: str, want: tuple[Settings, str | None]) -> None:
+        c = await pool.acquire(TRACKED, 5, want)
+        got.append(name)
+        c.settings, c.schema = TZ, "test"  # every user leaves TZ behind
+        pool.release(c)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait, "ansi", (ANSI, "test"))
+        for i in range(5):
+            await trio.sleep(0.01)
+            nursery.start_soon(wait, f"tz{i}", (TZ, "test"))
+        await trio.sleep(0.01)
+        pool.release(conn)
+    assert got.index("ansi") <= 3

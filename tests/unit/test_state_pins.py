@@ -376,5 +376,13 @@ def test_clear_forgets_everything():
     p.clear()
     assert p.reason() is None
     assert not (p.temp_tables or p.locks or p.prepared or p.handlers or p.user_vars)
-    assert p.table_lock is None and p.sticky is None and p.protocol is None
+    assert not p.table_locks and p.sticky is None and p.protocol is None
     assert not p.xa and not p.next_tx and p.next_statement is None
+
+
+def test_backup_unlock_leaves_lock_tables_pinned():
+    p = Pins()
+    run(p, "LOCK TABLES t WRITE")
+    run(p, "BACKUP LOCK t")
+    assert run(p, "BACKUP UNLOCK") == TABLE_LOCK
+    assert run(p, "UNLOCK TABLES") is None
