@@ -279,6 +279,10 @@ class ServerConn:
         if forget is not None:
             forget()
 
+    def carries(self, settings: Settings, schema: str | None) -> bool:
+        """True when ``converge(settings, schema, ...)`` would have nothing to do."""
+        return self.tracking and self.settings == settings and self.schema == schema
+
     async def converge(
         self,
         settings: Settings,

@@ -653,6 +653,9 @@ class ClientSession:
             # LAST_INSERT_ID() inside a bigger statement reads the connection's value:
             # give this connection the session's
             extra = f"last_insert_id={self.last_insert_id}"
+        if not extra and up.carries(self.settings, self.schema):
+            self.up = up  # the exact sub-pool hit: no round trip (and no timer to arm)
+            return True
         try:
             with trio.fail_after(_OWN_EXCHANGE_TIMEOUT):
                 if await up.converge(self.settings, self.schema, proxy.baseline, extra):
