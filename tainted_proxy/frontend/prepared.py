@@ -13,9 +13,10 @@ and pending COM_STMT_SEND_LONG_DATA (until the statement's next execute, reset o
 session's ``_pooled_command`` calls it); it uses the session's checkout, relay and release
 machinery so transactions, settings, pins and session tracking work as for COM_QUERY.
 
-Upstream statements are keyed by (schema, sql_mode, SQL text): a statement is parsed under the
-schema and sql_mode in force when it was prepared, so a lazy prepare on a connection whose
-schema or sql_mode differ switches them around the prepare (pipelined, one round trip).
+Upstream statements are keyed by (schema, PARSE_VARS values, SQL text): a statement is parsed
+under the schema and sql_mode in force when it was prepared, and its string literals take the
+connection charset and collation of that moment; a lazy prepare on a connection whose values
+differ switches them around the prepare (pipelined, one round trip).
 Statements evicted from a connection's cache are closed upstream (COM_STMT_CLOSE has no
 answer) in the same write as the next command, so the server never holds more than
 ``pool.prepared_statement_cache`` statements per connection.
@@ -64,7 +65,6 @@ from tainted_proxy.wire.constants import (
     COM_STMT_SEND_LONG_DATA,
     ER_PROXY_UPSTREAM,
     SERVER_STATUS_LAST_ROW_SENT,
-    SERVER_STATUS_NO_BACKSLASH_ESCAPES,
 )
 from tainted_proxy.wire.packets import com_init_db, com_query, err_payload, ok_response
 
@@ -90,7 +90,16 @@ _CURSOR_FLAGS = 0x07
 # the proxy's own exchanges with the server are short (as in frontend.session)
 _OWN_EXCHANGE_TIMEOUT = 30.0
 
-Key = tuple[str | None, str, bytes]  # (schema, sql_mode, sql)
+# What a statement's meaning depends on at prepare time, besides its schema: sql_mode (how
+# it parses) and the connection charset and collation (its string literals take them).
+PARSE_VARS = (
+    "sql_mode",
+    "character_set_client",
+    "character_set_connection",
+    "collation_connection",
+)
+Env = tuple[str, ...]  # the values of PARSE_VARS
+Key = tuple[str | None, Env, bytes]  # (schema, env, sql)
 
 
 class SessionStatements:
@@ -175,12 +184,19 @@ def conn_statements(s: ClientSession, up: ServerConn) -> ConnStatements:
     return st
 
 
-def sql_mode_of(s: ClientSession, up: ServerConn) -> str:
-    """The connection's sql_mode: from its settings vector, else the upstream baseline."""
-    for name, value in up.settings:
-        if name == "sql_mode":
-            return value
-    return s.proxy.baseline.values.get("sql_mode", "")
+def env_of(s: ClientSession, up: ServerConn) -> Env:
+    """The connection's PARSE_VARS: from its settings vector, else the upstream baseline."""
+    have = dict(up.settings)
+    base = s.proxy.baseline.values
+    return tuple(have.get(n, base.get(n, "")) for n in PARSE_VARS)
+
+
+def _set_env(s: ClientSession, env: Env, no_backslash_escapes: bool) -> bytes:
+    literal = s.proxy.baseline.literal
+    parts = [
+        f"{n}={literal(n, v, no_backslash_escapes)}" for n, v in zip(PARSE_VARS, env, strict=True)
+    ]
+    return com_query(("SET SESSION " + ", ".join(parts)).encode("utf-8", "surrogateescape"))
 
 
 # -- entry point ---------------------------------------------------------------------------
@@ -207,7 +223,7 @@ async def _prepare(s: ClientSession, payload: bytes) -> None:
         return
     up = s.up
     assert up is not None and s.login is not None
-    key: Key = (up.schema, sql_mode_of(s, up), sql)
+    key: Key = (up.schema, env_of(s, up), sql)
     cache = conn_statements(s, up)
     got = await _upstream_prepare(s, up, cache, key, st.kept_keys())
     if isinstance(got, bytes):
@@ -257,7 +273,8 @@ async def _execute(s: ClientSession, payload: bytes) -> None:
         s._maybe_release()
         return
     # what the statement's text does (pins, transactions, LAST_INSERT_ID()), as for COM_QUERY
-    schema, mode, sql = stmt.key  # type: ignore[misc]
+    schema, env, sql = stmt.key  # type: ignore[misc]
+    mode = env[0]
     flags = (ANSI_QUOTES if "ANSI_QUOTES" in mode else 0) | (
         NO_BACKSLASH_ESCAPES if "NO_BACKSLASH_ESCAPES" in mode else 0
     )
@@ -511,18 +528,14 @@ async def _upstream_prepare(
     """COM_STMT_PREPARE of ``key`` on ``up``, under ``key``'s schema and sql_mode, read whole
     by the proxy. Returns (PREPARE_OK, param definitions, column definitions), or the ERR
     payload. The caller records the statement in ``cache``."""
-    schema, mode, sql = key
+    schema, env, sql = key
     cache.make_room(key, keep)
     pre: list[bytes] = []
     post: list[bytes] = []
-    current_mode = sql_mode_of(s, up)
-    if mode != current_mode:
-        baseline = s.proxy.baseline
-        nbe = bool(up.status & SERVER_STATUS_NO_BACKSLASH_ESCAPES)
-        to = baseline.literal("sql_mode", mode, nbe)
-        back = baseline.literal("sql_mode", current_mode, "NO_BACKSLASH_ESCAPES" in mode)
-        pre.append(com_query(f"SET SESSION sql_mode={to}".encode("utf-8", "surrogateescape")))
-        post.append(com_query(f"SET SESSION sql_mode={back}".encode("utf-8", "surrogateescape")))
+    current = env_of(s, up)
+    if env != current:
+        pre.append(_set_env(s, env, "NO_BACKSLASH_ESCAPES" in current[0]))
+        post.append(_set_env(s, current, "NO_BACKSLASH_ESCAPES" in env[0]))
     if schema is not None and up.schema is not None and schema != up.schema:
         pre.append(com_init_db(schema))
         post.insert(0, com_init_db(up.schema))
@@ -588,5 +601,5 @@ __all__ = [
     "SessionStatements",
     "command",
     "conn_statements",
-    "sql_mode_of",
+    "env_of",
 ]

@@ -96,6 +96,7 @@ class Proxy:
         # and each character set's default collation (SET NAMES cs implies it)
         self.baseline = Baseline()
         self.default_collation: dict[str, str] = {}
+        self.charset_of_collation: dict[str, str] = {}
         # the taint ledger: (user, pin reason, statement fingerprint) -> pins started
         self.ledger: Counter[tuple[str, str, str]] = Counter()
         self.pinned_by_user: Counter[str] = Counter()
@@ -175,6 +176,7 @@ class Proxy:
             for cid, cs, coll, default in rows:
                 if cid is not None and cs is not None and coll is not None:
                     self.collations[int(cid)] = (cs.decode(), coll.decode())
+                    self.charset_of_collation[coll.decode()] = cs.decode()
                     if default == b"Yes":
                         self.default_collation[cs.decode()] = coll.decode()
             # the baseline of the settings vectors (state/settings.py): read on a

@@ -42,7 +42,7 @@ from tainted_proxy.state.settings import (
 from tainted_proxy.taint.classifier import classify_flags
 from tainted_proxy.taint.effects import Classification, Effect
 from tainted_proxy.taint.fingerprint import fingerprint
-from tainted_proxy.taint.lexer import flags_from_status
+from tainted_proxy.taint.lexer import ANSI_QUOTES, NO_BACKSLASH_ESCAPES
 from tainted_proxy.wire import auth as wauth
 from tainted_proxy.wire.constants import (
     CLIENT_SESSION_TRACK,
@@ -70,6 +70,7 @@ from tainted_proxy.wire.constants import (
     COM_TABLE_DUMP,
     COM_TIME,
     COMMAND_NAMES,
+    ER_BAD_DB_ERROR,
     ER_CON_COUNT_ERROR,
     ER_CONNECTION_KILLED,
     ER_NO_SUCH_THREAD,
@@ -178,6 +179,7 @@ class ClientSession:
         self._state_changed = False
         self._last_classification: Classification | None = None
         self._last_sql = b""
+        self._reset_on_release = False
 
     # -- lifecycle ---------------------------------------------------------------
     async def run(self) -> None:
@@ -378,7 +380,7 @@ class ClientSession:
         exists (ERR 1049 as from the server), then given back at once."""
         self._forget_session_state()
         self.schema = self.pins.schema = login.database
-        if not await self._checkout(None, seq):
+        if not await self._checkout(None, seq, login=True):
             return False
         self._maybe_release()
         return True
@@ -577,7 +579,7 @@ class ClientSession:
         cbuf = io.buf
         c: Classification | None = None
         if cmd == COM_QUERY:
-            flags = flags_from_status(self._status())
+            flags = self._parse_flags()
             sql = self._last_sql = bytes(cbuf.data[5:size])
             c = classify_flags(sql, flags)
             if c is not None:
@@ -623,6 +625,23 @@ class ClientSession:
             return
         self._maybe_release()
 
+    def _parse_flags(self) -> int:
+        """Lexer flags from the sql_mode the session runs under: its settings vector is
+        the server's own report, and stays right after an ERR (the status bits of the
+        last OK would not, and a wrong quoting mode hides what a statement does)."""
+        settings = self.up.settings if self.up is not None else self.settings
+        flags = _FLAGS_BY_SETTINGS.get(settings)
+        if flags is None:
+            base = self.proxy.baseline.values.get("sql_mode", "")
+            mode = dict(settings).get("sql_mode", base)
+            flags = (ANSI_QUOTES if "ANSI_QUOTES" in mode else 0) | (
+                NO_BACKSLASH_ESCAPES if "NO_BACKSLASH_ESCAPES" in mode else 0
+            )
+            if len(_FLAGS_BY_SETTINGS) > 4096:
+                _FLAGS_BY_SETTINGS.clear()
+            _FLAGS_BY_SETTINGS[settings] = flags
+        return flags
+
     async def _refused_in_statement_mode(self, c: Classification) -> bool:
         """Statement mode: refuse (ERR 1235, before anything reaches the server) a
         statement that would open a transaction outliving it."""
@@ -638,7 +657,7 @@ class ClientSession:
         )
         return True
 
-    async def _checkout(self, c: Classification | None, seq: int) -> bool:
+    async def _checkout(self, c: Classification | None, seq: int, login: bool = False) -> bool:
         """Get a connection carrying the session's settings and schema (the pool picks
         the exact sub-pool first, else the nearest; ``converge`` applies the rest in one
         round trip). On failure the client has an ERR at ``seq`` and False."""
@@ -663,6 +682,11 @@ class ClientSession:
         except UpstreamError as exc:
             pool.discard(up)
             err = exc.err
+            if err is not None and err.code == ER_BAD_DB_ERROR and self.schema and not login:
+                # another session dropped this session's schema: a server keeps such a
+                # session usable (USE, qualified names), so go on without a schema
+                self.schema = self.pins.schema = None
+                return await self._checkout(c, seq)
             if err is not None:
                 await self._try_error(seq, err.code, err.sqlstate, err.message)
             else:
@@ -698,7 +722,13 @@ class ClientSession:
         self.schema = up.schema
         self.status = up.status
         self.up = None
-        self.proxy.pool.release(up)
+        if up.kills_in_flight:
+            self.proxy.pool.discard(up)  # a KILL aimed at its thread may still land
+        elif self._reset_on_release:
+            self._reset_on_release = False
+            self.proxy.pool.release_for_reset(up, up.schema)
+        else:
+            self.proxy.pool.release(up)
 
     def _set_pin(self, reason: str | None) -> None:
         """Record the start or the end of a pin (counters, the taint ledger, the
@@ -812,21 +842,41 @@ class ClientSession:
         reported = self._reported
         if reported:
             skip = c.statement_vars if c is not None else frozenset()
+            batch = c is not None and c.statements > 1
             changes: dict[str, str] = {}
             for name, value in reported.items():
-                if name in IGNORED or name in skip:
+                if name in IGNORED:
+                    continue
+                if name in skip:
+                    if batch:
+                        # a SET STATEMENT's temporary value and a real SET of the same
+                        # variable in one batch: which one the report holds is unknown
+                        pins.pin_sticky(pinreasons.UNEXPLAINED)
                     continue
                 if name in UNKEYABLE:
                     if self.proxy.baseline.values.get(name) != value or name == "timestamp":
                         pins.pin_sticky(f"{pinreasons.UNKEYABLE_VAR} ({name})")
                     continue
                 changes[name] = value
-            if "character_set_connection" in changes and "collation_connection" not in changes:
-                coll = await self._collation_after(c, changes["character_set_connection"])
+            if "character_set_connection" in changes and (
+                "collation_connection" not in changes or batch
+            ):
+                # the tracker never reports the collation a charset change implies, and a
+                # batch's reports are merged, so their order is lost
+                coll = await self._collation_after(
+                    None if batch else c, changes["character_set_connection"]
+                )
                 if coll is None:
                     pins.pin_sticky(pinreasons.UNEXPLAINED)
                 else:
                     changes["collation_connection"] = coll
+            elif "collation_connection" in changes:
+                # SET collation_connection also sets character_set_connection, unreported
+                cs = self.proxy.charset_of_collation.get(changes["collation_connection"])
+                if cs is None:
+                    pins.pin_sticky(pinreasons.UNEXPLAINED)
+                else:
+                    changes["character_set_connection"] = cs
             up.settings = apply_reported(up.settings, changes, self.proxy.baseline)
         pins.schema = up.schema  # before this statement (for its temporary tables)
         if self._schema_changed:
@@ -836,9 +886,16 @@ class ClientSession:
                 c, failed=failed, state_changed=self._state_changed, warnings=tracker.warnings
             )
             pins.schema = up.schema
-            if tracker.eof_ssc and not (c is not None and c.statement_vars):
+            if tracker.eof_ssc:
                 # the server changed state but a classic EOF carried no detail
-                pins.pin_sticky(pinreasons.UNEXPLAINED)
+                if c is not None and c.statement_vars and c.statements == 1:
+                    # SET STATEMENT ... FOR SELECT: almost always the temporary value
+                    # (MariaDB's own idiom for max_statement_time); pinning every one would
+                    # pin most sessions. A function in the SELECT may have changed more:
+                    # the connection is reset before anyone else gets it.
+                    self._reset_on_release = True
+                else:
+                    pins.pin_sticky(pinreasons.UNEXPLAINED)
         else:
             if self._state_changed and cmd != COM_INIT_DB:
                 pins.pin_sticky(pinreasons.UNEXPLAINED)
@@ -937,15 +994,21 @@ class ClientSession:
             raise SessionEnd(True)
         tup = target.up
         if tup is not None and target.busy:
-            if self.up is None and self.mode is not None and not await self._checkout(None, 1):
-                return
-            me = self.up
-            if me is None:
-                raise SessionEnd(True)
+            # counted before any wait: a connection with a KILL on its way is never
+            # handed to another session (it is closed instead)
             tup.kills_in_flight += 1
             try:
+                if self.up is None and self.mode is not None:
+                    if not await self._checkout(None, 1):
+                        return
+                me = self.up
+                if me is None:
+                    raise SessionEnd(True)
                 verb = "QUERY" if query_only else "CONNECTION"
-                await me.command_ok(com_query(f"KILL {verb} {tup.thread_id}".encode()))
+                if target.up is tup and target.busy:
+                    # still the target's, still running: otherwise (the wait above let it
+                    # finish) the KILL would hit whatever that thread runs now
+                    await me.command_ok(com_query(f"KILL {verb} {tup.thread_id}".encode()))
             except UpstreamError as exc:
                 err = exc.err
                 if err is None:
@@ -1047,6 +1110,9 @@ class ClientSession:
         await self.io.send_payload(resp, 1)
 
 
+# settings vector -> lexer flags (a few distinct vectors in practice; bounded anyway)
+_FLAGS_BY_SETTINGS: dict[Settings, int] = {}
+
 # COMMIT / ROLLBACK that only end a transaction (no AND CHAIN, RELEASE, TO SAVEPOINT)
 _PLAIN_END = re.compile(rb"^\s*(?:COMMIT|ROLLBACK)(?:\s+WORK)?\s*;?\s*$", re.IGNORECASE)
 
@@ -1057,8 +1123,11 @@ def _opens_transaction(c: Classification) -> bool:
         return True
     if any(action == "xa_start" for action, _ in c.objects):
         return True
-    autocommit = c.settings.get("autocommit")
-    return autocommit is not None and autocommit.upper() in ("0", "OFF", "FALSE")
+    if "autocommit" not in c.settings:
+        return False
+    autocommit = c.settings["autocommit"]
+    # an expression (None) cannot be proven to leave autocommit on
+    return autocommit is None or autocommit.upper() not in ("1", "ON", "TRUE")
 
 
 _SPECIAL = {

@@ -10,6 +10,7 @@ holds, or None: then the session may give its connection back. Pure data, no I/O
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 from tainted_proxy.taint.effects import PIN_BACKUP_LOCK, PIN_REASONS, Classification, Effect
 
@@ -55,6 +56,34 @@ _BACKUP_UNLOCK = re.compile(
     r"\bBACKUP\s+UNLOCK\b|\bBACKUP\s+STAGE\s+END\b|\bUNLOCK\s+INSTANCE\b", re.IGNORECASE
 )
 
+_RENAME = re.compile(r"\bRENAME\b", re.IGNORECASE)
+
+
+def _text(c: Classification) -> str:
+    return c.sql if isinstance(c.sql, str) else c.sql.decode("latin-1")
+
+
+_PREPARE_TEXT = re.compile(
+    r"\bPREPARE\s+`?(\w+)`?\s+FROM\s+'((?:[^'\\]|''|\\.)*)'", re.IGNORECASE | re.DOTALL
+)
+
+
+def _prepared_text_is_clean(sql: str, name: str, flags: int) -> bool:
+    """True when ``PREPARE name FROM '<literal>'`` in ``sql`` prepares a text with no
+    session effect (a text from a variable, or one we cannot read, is not clean)."""
+    from tainted_proxy.taint.classifier import classify_flags
+
+    for m in _PREPARE_TEXT.finditer(sql):
+        if m.group(1).lower() != name:
+            continue
+        text = m.group(2).replace("''", "'")
+        if "\\" in text:
+            return False  # escapes: do not guess what the server unescapes
+        got = classify_flags(text, flags)
+        return got is None or not got.effects
+    return False
+
+
 _CASELESS = frozenset(("prepare", "deallocate", "handler_open", "handler_close"))
 
 # What a server ``state_change`` may legitimately come from (else it is unexplained).
@@ -94,11 +123,13 @@ class Pins:
         "next_tx",
         "protocol",
         "schema",
+        "prepared_clean",
     )
 
     def __init__(self) -> None:
         self.temp_tables: set[str] = set()
-        self.locks: set[str] = set()
+        # GET_LOCK is recursive: a name taken twice needs two RELEASE_LOCKs
+        self.locks: Counter[str] = Counter()
         # held lock kinds (LOCK TABLES / FTWRL and backup locks end separately)
         self.table_locks: set[str] = set()
         self.prepared: set[str] = set()
@@ -115,6 +146,8 @@ class Pins:
         # the current schema: temporary tables are per schema (the session keeps it
         # in step with the server's reports; USE inside a batch moves it here)
         self.schema: str | None = None
+        # SQL-level prepared statements whose literal text the classifier proved clean
+        self.prepared_clean: set[str] = set()
 
     def reason(self) -> str | None:
         """Why the session must keep its connection, or None."""
@@ -189,6 +222,16 @@ class Pins:
             # a routine's state_change may be a user variable, a temp table, a prepare:
             # the tracker does not say which
             self.pin_sticky(ROUTINE_STATE)
+        if Effect.EXECUTE in effects and any(
+            action == "execute" and (name is None or name.lower() not in self.prepared_clean)
+            for action, name in c.objects
+        ):
+            # the prepared text's own effects (a temp table, a lock, @v) outlive
+            # DEALLOCATE; only texts proven clean at PREPARE time are let go
+            self.pin_sticky(PIN_REASONS[Effect.EXECUTE])
+        if self.temp_tables and _RENAME.search(_text(c)):
+            # a renamed temporary table escapes name tracking
+            self.pin_sticky(_TEMP)
         if c.pin is not None and not (effects & _TRACKED):
             self.pin_sticky(c.pin)
         elif c.pin is not None and Effect.UNKNOWN in effects:
@@ -215,10 +258,12 @@ class Pins:
                 if key is None:
                     self.pin_sticky(_LOCK)
                 else:
-                    self.locks.add(key)
+                    self.locks[key] += 1
             elif action == "advisory_unlock":
                 if key is not None and not additions_only:
-                    self.locks.discard(key)
+                    self.locks[key] -= 1
+                    if self.locks[key] <= 0:
+                        del self.locks[key]
             elif action == "advisory_unlock_all":
                 if not additions_only:
                     self.locks.clear()
@@ -227,6 +272,10 @@ class Pins:
                     self.pin_sticky(_PREPARE)
                 else:
                     self.prepared.add(key)
+                    if _prepared_text_is_clean(_text(c), key, c.flags):
+                        self.prepared_clean.add(key)
+                    else:
+                        self.prepared_clean.discard(key)
             elif action == "deallocate":
                 if key is not None and not additions_only:
                     self.prepared.discard(key)
@@ -244,7 +293,7 @@ class Pins:
             self.table_locks.add(c.pin or PIN_REASONS[Effect.TABLE_LOCK])
         elif Effect.TABLE_UNLOCK in effects and not additions_only and self.table_locks:
             # each unlock ends its own kind of lock: BACKUP UNLOCK leaves LOCK TABLES
-            text = c.sql if isinstance(c.sql, str) else c.sql.decode("latin-1")
+            text = _text(c)
             if _BACKUP_UNLOCK.search(text):
                 self.table_locks.discard(PIN_BACKUP_LOCK)
             if _TABLES_UNLOCK.search(text):

@@ -167,6 +167,11 @@ def settings_sql(
             assigns[name] = baseline.values.get(name, "")
     if not assigns:
         return None
+    if "character_set_connection" in assigns and "collation_connection" not in assigns:
+        # assigning the charset resets the collation to the charset's default
+        assigns["collation_connection"] = want.get(
+            "collation_connection", baseline.values.get("collation_connection", "")
+        )
     names = sorted(assigns, key=lambda n: (n in _LAST, n not in CHARSET_VARS, n))
     parts = [f"{n}={baseline.literal(n, assigns[n], no_backslash_escapes)}" for n in names]
     return ("SET SESSION " + ", ".join(parts)).encode("utf-8", "surrogateescape")

@@ -161,8 +161,30 @@ def test_lock_tables_pins_until_unlock_tables():
 def test_prepare_pins_until_deallocate():
     p = Pins()
     assert run(p, "PREPARE s FROM 'SELECT 1'", state_changed=True) == PREPARE
-    assert run(p, "EXECUTE s") == PREPARE
     assert run(p, "DEALLOCATE PREPARE S", state_changed=True) is None
+
+
+def test_execute_pins_for_good_its_text_may_leave_state_behind():
+    p = Pins()
+    run(p, "PREPARE s FROM 'CREATE TEMPORARY TABLE t (v INT)'", state_changed=True)
+    assert run(p, "EXECUTE s", state_changed=True) is not None
+    assert run(p, "DEALLOCATE PREPARE s", state_changed=True) == "prepared statement (EXECUTE)"
+
+
+def test_get_lock_taken_twice_needs_two_releases():
+    p = Pins()
+    run(p, "SELECT GET_LOCK('l', 0)")
+    run(p, "SELECT GET_LOCK('l', 0)")
+    assert run(p, "SELECT RELEASE_LOCK('l')") == LOCK
+    assert run(p, "SELECT RELEASE_LOCK('l')") is None
+
+
+def test_renaming_while_temp_tables_are_held_pins_for_good():
+    p = Pins()
+    run(p, "CREATE TEMPORARY TABLE ta (a int)", state_changed=True)
+    run(p, "ALTER TABLE ta RENAME TO tb")
+    run(p, "CREATE TEMPORARY TABLE ta (a int)", state_changed=True)
+    assert run(p, "DROP TEMPORARY TABLE ta", state_changed=True) == TEMP
 
 
 def test_drop_prepare_also_deallocates():
@@ -286,7 +308,7 @@ def test_failed_batch_does_not_trust_unlock_release_or_deallocate():
     run(p, "XA START 'x'")
     sql = "SELECT RELEASE_LOCK('l'); DEALLOCATE PREPARE s; SET @v = NULL; XA COMMIT 'x'"
     assert run(p, sql, failed=True) is not None
-    assert p.locks == {"l"} and p.prepared == {"s"} and p.user_vars == {"v"} and p.xa
+    assert p.locks == {"l": 1} and p.prepared == {"s"} and p.user_vars == {"v"} and p.xa
 
 
 def test_failed_batch_keeps_a_table_lock_it_may_have_taken():
@@ -386,3 +408,17 @@ def test_backup_unlock_leaves_lock_tables_pinned():
     run(p, "BACKUP LOCK t")
     assert run(p, "BACKUP UNLOCK") == TABLE_LOCK
     assert run(p, "UNLOCK TABLES") is None
+
+
+def test_execute_of_a_text_proven_clean_at_prepare_time_does_not_pin_for_good():
+    p = Pins()
+    run(p, "PREPARE s FROM 'SELECT 40 + ?'", state_changed=True)
+    assert run(p, "EXECUTE s USING 2") == PREPARE
+    assert run(p, "DEALLOCATE PREPARE s", state_changed=True) is None
+
+
+def test_execute_of_a_text_from_a_variable_pins_for_good():
+    p = Pins()
+    run(p, "PREPARE s FROM @q", state_changed=True)
+    run(p, "EXECUTE s", state_changed=True)
+    assert run(p, "DEALLOCATE PREPARE s", state_changed=True) == "prepared statement (EXECUTE)"
