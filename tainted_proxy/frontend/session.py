@@ -40,6 +40,7 @@ from tainted_proxy.state.settings import (
     for_charset,
 )
 from tainted_proxy.taint.classifier import classify_flags
+from tainted_proxy.taint.crosscheck import may_call_stored_function
 from tainted_proxy.taint.effects import Classification, Effect
 from tainted_proxy.taint.fingerprint import fingerprint
 from tainted_proxy.taint.lexer import ANSI_QUOTES, NO_BACKSLASH_ESCAPES
@@ -888,14 +889,20 @@ class ClientSession:
             pins.schema = up.schema
             if tracker.eof_ssc:
                 # the server changed state but a classic EOF carried no detail
+                text = self._last_sql
                 if c is not None and c.statement_vars and c.statements == 1:
-                    # SET STATEMENT ... FOR SELECT: almost always the temporary value
-                    # (MariaDB's own idiom for max_statement_time); pinning every one would
-                    # pin most sessions. A function in the SELECT may have changed more:
-                    # the connection is reset before anyone else gets it.
-                    self._reset_on_release = True
-                else:
+                    # SET STATEMENT v=... FOR <statement>: judge the statement
+                    parts = _FOR_WORD.split(text, 1)
+                    text = parts[1] if len(parts) == 2 else text
+                if may_call_stored_function(text):
+                    # a stored function may have set @v or a variable for this session:
+                    # keep the connection, as the server would keep the session
                     pins.pin_sticky(pinreasons.UNEXPLAINED)
+                else:
+                    # no function call (SET STATEMENT's temporary value, information_schema
+                    # and SHOW queries' internal temporary tables): nothing the session
+                    # can rely on, but never hand it on unreset (a view may call a function)
+                    self._reset_on_release = True
         else:
             if self._state_changed and cmd != COM_INIT_DB:
                 pins.pin_sticky(pinreasons.UNEXPLAINED)
@@ -1109,6 +1116,8 @@ class ClientSession:
             resp = strip_session_tracking(resp, up.capabilities)
         await self.io.send_payload(resp, 1)
 
+
+_FOR_WORD = re.compile(rb"\bFOR\b", re.IGNORECASE)
 
 # settings vector -> lexer flags (a few distinct vectors in practice; bounded anyway)
 _FLAGS_BY_SETTINGS: dict[Settings, int] = {}

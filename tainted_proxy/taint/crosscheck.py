@@ -99,3 +99,29 @@ def findings(sql: str) -> list[tuple[str, str]]:
                 elif name in ("identity", "last_insert_id"):
                     out.append((Effect.LAST_INSERT_ID, "needs"))
     return out
+
+
+def may_call_stored_function(sql: str | bytes) -> bool:
+    """Could ``sql`` call a stored function (whose body may change session state)?
+
+    Asked only when the server said "state changed" on a result set without saying what
+    (a classic EOF). sqlglot parses calls to functions it does not know as ``Anonymous``:
+    a stored function is one of those (so are a few builtins such as NOW(): a false
+    "yes" only pins). A statement sqlglot cannot parse may call anything."""
+    if isinstance(sql, bytes):
+        sql = sql.decode("utf-8", "replace")
+    if len(sql) > MAX_LENGTH:
+        return True
+    try:
+        import sqlglot
+        from sqlglot import exp
+
+        trees = sqlglot.parse(sql, read="mysql")
+    except Exception:  # noqa: BLE001 - any parse failure means "unknown"
+        return True
+    for tree in trees:
+        if tree is None or isinstance(tree, exp.Command):
+            return True
+        if next(tree.find_all(exp.Anonymous), None) is not None:
+            return True
+    return False
