@@ -308,13 +308,16 @@ class ServerConn:
             no_backslash_escapes=bool(self.status & SERVER_STATUS_NO_BACKSLASH_ESCAPES),
         )
         if diff is not None:
-            parts.append(diff[len(b"SET SESSION ") :])
+            head = b"SET SESSION " if diff.startswith(b"SET SESSION ") else b"SET "
+            parts.append(diff[len(head) :])
         if extra:
             parts.append(extra.encode())
         use_db = schema is not None and schema != self.schema
         msgs: list[bytes] = []
         if parts:
-            msgs.append(frame(com_query(b"SET SESSION " + b", ".join(parts)), 0)[0])
+            body = b", ".join(parts)
+            head = b"SET " if body.startswith(b"@") else b"SET SESSION "
+            msgs.append(frame(com_query(head + body), 0)[0])
         if use_db:
             assert schema is not None
             msgs.append(frame(com_init_db(schema), 0)[0])

@@ -37,7 +37,9 @@ from tainted_proxy.state.settings import (
     UNKEYABLE,
     Settings,
     apply_reported,
+    carried_user_vars,
     for_charset,
+    with_user_vars,
 )
 from tainted_proxy.taint.classifier import classify_flags
 from tainted_proxy.taint.crosscheck import may_call_stored_function
@@ -883,8 +885,16 @@ class ClientSession:
         if self._schema_changed:
             up.schema = self._reported_schema
         if cmd == COM_QUERY:
+            carried = carried_user_vars(c) if c is not None and not failed else None
+            if carried:
+                # literal user variables travel with the session like settings do
+                up.settings = with_user_vars(up.settings, carried)
             pins.after_statement(
-                c, failed=failed, state_changed=self._state_changed, warnings=tracker.warnings
+                c,
+                failed=failed,
+                state_changed=self._state_changed,
+                warnings=tracker.warnings,
+                carried=frozenset(n[1:] for n in carried) if carried else frozenset(),
             )
             pins.schema = up.schema
             if tracker.eof_ssc:

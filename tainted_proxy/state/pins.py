@@ -197,6 +197,7 @@ class Pins:
         failed: bool,
         state_changed: bool,
         warnings: int,
+        carried: frozenset[str] = frozenset(),
     ) -> None:
         """Account for one completed COM_QUERY: ``c`` is its classification (None when
         the gate proved it clean), ``failed`` whether it ended with an ERR,
@@ -301,6 +302,10 @@ class Pins:
         if Effect.USER_VAR in effects:
             if c.user_vars:
                 for name, value in c.user_vars.items():
+                    if name in carried:
+                        # the session carries it (state/settings.carried_user_vars)
+                        self.user_vars.discard(name)
+                        continue
                     # a failed batch may have stopped between setting and clearing
                     if value is not None and value.upper() == "NULL" and not additions_only:
                         self.user_vars.discard(name)

@@ -14,8 +14,13 @@ statement with only the differences. Pure functions: no I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from tainted_proxy.taint.effects import Classification, Effect
+
+_USER_VAR_ONLY = frozenset((Effect.USER_VAR,))
 
 Settings = frozenset[tuple[str, str]]
 
@@ -101,6 +106,8 @@ class Baseline:
 
     def literal(self, name: str, value: str, no_backslash_escapes: bool) -> str:
         """``value`` as SQL text for ``SET SESSION name = <literal>``."""
+        if name.startswith("@"):
+            return value  # a carried user variable: already a mode-proof SQL literal
         if name in self.numeric or (name not in self.values and _looks_numeric(value)):
             return value
         if value == "" and (name in _NULLABLE or name in self.nullable):
@@ -164,7 +171,7 @@ def settings_sql(
             assigns[name] = value
     for name in have:
         if name not in want:
-            assigns[name] = baseline.values.get(name, "")
+            assigns[name] = "NULL" if name.startswith("@") else baseline.values.get(name, "")
     if not assigns:
         return None
     if "character_set_connection" in assigns and "collation_connection" not in assigns:
@@ -172,9 +179,49 @@ def settings_sql(
         assigns["collation_connection"] = want.get(
             "collation_connection", baseline.values.get("collation_connection", "")
         )
-    names = sorted(assigns, key=lambda n: (n in _LAST, n not in CHARSET_VARS, n))
+    # charsets first, collation after them, user variables last (a string literal takes
+    # the collation in force when it is assigned)
+    names = sorted(assigns, key=lambda n: (n.startswith("@"), n in _LAST, n not in CHARSET_VARS, n))
     parts = [f"{n}={baseline.literal(n, assigns[n], no_backslash_escapes)}" for n in names]
-    return ("SET SESSION " + ", ".join(parts)).encode("utf-8", "surrogateescape")
+    # "SET SESSION @a=1" is a syntax error: user variables alone take a plain SET
+    head = "SET " if names[0].startswith("@") else "SET SESSION "
+    return (head + ", ".join(parts)).encode("utf-8", "surrogateescape")
+
+
+# Literals that mean the same under every sql_mode and connection charset: NULL, numbers,
+# and single-quoted printable ASCII without quotes or backslashes.
+_MODE_PROOF = re.compile(r"^(?:NULL|-?[0-9]+(?:\.[0-9]+)?|'[ !#-&(-\[\]-~]*')$", re.IGNORECASE)
+_PLAIN_SET = re.compile(r"^\s*SET\s+@", re.IGNORECASE)
+
+
+def carried_user_vars(c: Classification) -> dict[str, str] | None:
+    """For a plain ``SET @a = <literal>, ...`` (nothing else in the text): the user
+    variables as vector entries (``"@a" -> "'x'"``; ``NULL`` clears one), so the session
+    carries them between connections instead of pinning one. None when the statement is
+    not of that form, or a value is not a literal that means the same under every
+    sql_mode and charset."""
+    if c.statements != 1 or c.effects != _USER_VAR_ONLY or not c.user_vars:
+        return None
+    text = c.sql if isinstance(c.sql, str) else c.sql.decode("latin-1")
+    if not _PLAIN_SET.match(text):
+        return None
+    out: dict[str, str] = {}
+    for name, value in c.user_vars.items():
+        if value is None or not _MODE_PROOF.match(value):
+            return None
+        out["@" + name] = "NULL" if value.upper() == "NULL" else value
+    return out
+
+
+def with_user_vars(current: Settings, carried: Mapping[str, str]) -> Settings:
+    """``current`` after a carried ``SET @a = ...`` (NULL leaves the vector)."""
+    d = dict(current)
+    for name, value in carried.items():
+        if value == "NULL":
+            d.pop(name, None)
+        else:
+            d[name] = value
+    return frozenset(d.items())
 
 
 def distance(a: Settings, b: Settings) -> int:

@@ -154,3 +154,36 @@ def test_commit_and_rollback_without_a_held_connection_are_answered_by_the_proxy
         a.commit()
     finally:
         a.close()
+
+
+def test_literal_user_variables_travel_with_the_session_without_pinning(proxy_factory):
+    p = proxy_factory(
+        users={APP_USER: {"password": APP_PASSWORD, "pool_mode": "transaction"}},
+        upstream={"max_connections": 1},
+        pool={"checkout_timeout": 2.0},
+    )
+    a = connect(p, autocommit=True)
+    b = connect(p, autocommit=True)
+    try:
+        a.cursor().execute("SET @v = 'from a', @n = 1")
+        b.cursor().execute("SET @v = 'from b'")
+        assert _pin_of(p, a) is None and _pin_of(p, b) is None
+        for _ in range(3):  # both sessions share the one upstream connection in turns
+            for conn, want in ((a, ("from a", 1)), (b, ("from b", None))):
+                cur = conn.cursor()
+                cur.execute("SELECT @v, @n")
+                assert cur.fetchall() == (want,)
+        a.cursor().execute("SET @v = NULL, @n = NULL")
+        c = connect(p, autocommit=True)
+        try:
+            cur = c.cursor()
+            cur.execute("SELECT @v, @n")
+            assert cur.fetchall() == ((None, None),)
+        finally:
+            c.close()
+        # a value the proxy cannot re-send as written still pins
+        a.cursor().execute("SET @v = CONCAT('x', 'y')")
+        assert _pin_of(p, a) == "user variable"
+    finally:
+        a.close()
+        b.close()

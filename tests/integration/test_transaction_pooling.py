@@ -491,7 +491,7 @@ PIN_CASES = {
     ),
     "user-variable": PinCase(
         reason=PIN_REASONS[Effect.USER_VAR],
-        pin=run_all("SET @tptx_v = 42"),
+        pin=run_all("SET @tptx_v = 40 + 2"),
         own=lambda c: expect_rows(c, "SELECT @tptx_v", ((42,),)),
         peer=lambda c: expect_rows(c, "SELECT @tptx_v", ((None,),)),
         unpin=run_all("SET @tptx_v = NULL"),
@@ -1061,7 +1061,9 @@ def test_sessions_with_pinning_state_each_see_their_own_on_ten_upstream_connecti
     assert pool_stat(p, "peak_open") <= cap
     assert sampler.peak <= cap, f"the server saw {sampler.peak} connections from the proxy"
     pins = proxy_pins(p)
-    assert pins.get(PIN_REASONS[Effect.USER_VAR], 0) >= n * rounds
+    # literal user variables travel with the session (no pin); PREPARE pins every round
+    assert pins.get(PIN_REASONS[Effect.USER_VAR], 0) == 0
+    assert pins.get(PIN_REASONS[Effect.PREPARE], 0) >= n * rounds
     assert (
         pins.get(PIN_REASONS[Effect.TEMP_TABLE], 0) + pins.get(PIN_REASONS[Effect.ADVISORY_LOCK], 0)
         > 0

@@ -495,3 +495,19 @@ def test_generated_statements_are_valid_mariadb_and_read_back_as_the_target():
             current = target
     finally:
         conn.close()
+
+
+def test_carried_user_variables_are_assigned_last_and_cleared_with_null():
+    from tainted_proxy.state.settings import carried_user_vars, with_user_vars
+    from tainted_proxy.taint import classify
+
+    carried = carried_user_vars(classify("SET @a = 'x', @b = 2"))
+    assert carried == {"@a": "'x'", "@b": "2"}
+    vec_a = with_user_vars(vec(collation_connection="latin1_bin"), carried)
+    sql = settings_sql(EMPTY, vec_a, BASE)
+    assert sql is not None and sql.index(b"collation_connection") < sql.index(b"@a='x'")
+    assert settings_sql(vec_a, vec(collation_connection="latin1_bin"), BASE).endswith(
+        b"@a=NULL, @b=NULL"
+    )
+    assert carried_user_vars(classify("SET @a = 'it''s'")) is None  # not mode-proof
+    assert carried_user_vars(classify("SET @a = 1, time_zone = 'UTC'")) is None
