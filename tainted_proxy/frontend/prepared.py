@@ -126,6 +126,15 @@ class SessionStatements:
             return pinreasons.LONG_DATA
         return None
 
+    def forget(self, pid: int) -> bool:
+        """COM_STMT_RESET / CLOSE of ``pid``: its cursor, long data and deferred error go.
+        True if a cursor or long data lived on the upstream statement."""
+        held = pid in self.cursors or pid in self.long_data
+        self.cursors.discard(pid)
+        self.long_data.discard(pid)
+        self.deferred.pop(pid, None)
+        return held
+
     def kept_keys(self) -> set[Hashable]:
         """Keys whose upstream statement must not be evicted (their cursor or long data
         would go with it)."""
@@ -364,11 +373,7 @@ async def _close(s: ClientSession, payload: bytes) -> None:
     stmt = st.book.close(stmt_id_of(payload))
     if stmt is None:
         return
-    pid = stmt.proxy_id
-    held = pid in st.cursors or pid in st.long_data
-    st.cursors.discard(pid)
-    st.long_data.discard(pid)
-    st.deferred.pop(pid, None)
+    held = st.forget(stmt.proxy_id)
     up = s.up
     if held and up is not None:
         cache = conn_statements(s, up)
@@ -387,10 +392,7 @@ async def _reset(s: ClientSession, payload: bytes) -> None:
     if stmt is None:
         await s.io.send_payload(unknown_statement_error(sid, COM_STMT_RESET), 1)
         return
-    pid = stmt.proxy_id
-    st.cursors.discard(pid)
-    st.long_data.discard(pid)
-    st.deferred.pop(pid, None)
+    st.forget(stmt.proxy_id)
     up = s.up
     ust = conn_statements(s, up).lookup(stmt.key) if up is not None else None
     if up is not None and ust is not None:

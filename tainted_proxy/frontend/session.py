@@ -231,18 +231,29 @@ class ClientSession:
         up, self.up = self.up, None
         if up is None:
             return
-        pool = self.proxy.pool
         self._set_pin(None)
+        self._give_back(up, reusable)
+
+    def _give_back(self, up: ServerConn, reusable: bool) -> None:
+        """The one place that decides how a connection this session held returns to the
+        pool: closed (unknown state, a KILL on its way, COM_SET_OPTION), reset first
+        (session pooling; a transaction, a pin or unread state change in pooled modes), or
+        released as it is, to the sub-pool of the settings it carries."""
+        pool = self.proxy.pool
         if up.kills_in_flight or up.options_changed or not reusable:
             pool.discard(up)
-        elif self.mode is not None:
-            if up.status & SERVER_STATUS_IN_TRANS or self.pins.reason() is not None:
-                # roll back, drop temp tables and locks: the next session starts clean
-                pool.release_for_reset(up, up.schema)
-            else:
-                pool.release(up)
-        else:
+        elif self.mode is None:
             pool.release_for_reset(up, self.proxy.default_schema_for(up))
+        elif (
+            self._reset_on_release
+            or up.status & SERVER_STATUS_IN_TRANS
+            or self.pins.reason() is not None
+        ):
+            # roll back, drop temp tables and locks: the next session starts clean
+            self._reset_on_release = False
+            pool.release_for_reset(up, up.schema)
+        else:
+            pool.release(up)
 
     async def _drain_client(self) -> None:
         """After refusing an oversized packet: read and drop what the client is still
@@ -713,25 +724,14 @@ class ClientSession:
         if up is None or self.mode is None:
             return
         reason = self.pins.reason()
-        if reason is None and up.status & SERVER_STATUS_IN_TRANS:
-            reason = pinreasons.TRANSACTION
-        if reason is not None and reason != pinreasons.TRANSACTION:
-            self._set_pin(reason)
-            return
-        self._set_pin(None)
-        if reason is not None:
-            return
+        self._set_pin(reason)
+        if reason is not None or up.status & SERVER_STATUS_IN_TRANS:
+            return  # an open transaction holds the connection without being a pin
         self.settings = up.settings
         self.schema = up.schema
         self.status = up.status
         self.up = None
-        if up.kills_in_flight:
-            self.proxy.pool.discard(up)  # a KILL aimed at its thread may still land
-        elif self._reset_on_release:
-            self._reset_on_release = False
-            self.proxy.pool.release_for_reset(up, up.schema)
-        else:
-            self.proxy.pool.release(up)
+        self._give_back(up, True)
 
     def _set_pin(self, reason: str | None) -> None:
         """Record the start or the end of a pin (counters, the taint ledger, the

@@ -22,8 +22,6 @@ WARNINGS = "warnings (until the next statement)"
 SET_OPTION = "COM_SET_OPTION (multi-statements switched)"
 BINARY_CURSOR = "open cursor (COM_STMT_EXECUTE)"
 LONG_DATA = "pending COM_STMT_SEND_LONG_DATA"
-TRANSACTION = "open transaction"
-BINARY_PREPARED = "binary prepared statement (until COM_STMT_CLOSE)"
 
 _TEMP = PIN_REASONS[Effect.TEMP_TABLE]
 _LOCK = PIN_REASONS[Effect.ADVISORY_LOCK]
