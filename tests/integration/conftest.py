@@ -253,3 +253,39 @@ def wait_until_fixture() -> Callable[..., Any]:
 def session_state_fixture() -> Callable[[ProxyThread, int], tuple[str | None, bool]]:
     """``session_state(proxy_thread, client_id) -> (pin_reason, holds_upstream)``."""
     return session_state
+
+
+# -- helpers shared by the pooling test files --------------------------------------------
+
+
+def have_module(module: str) -> bool:
+    """Is this client library installed (tests of it are skipped when not)?"""
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def q(conn: Any, sql: str, args: Any = None) -> tuple[tuple[Any, ...], ...]:
+    """Run one statement on a DB-API connection (pymysql or MySQLdb); return its rows."""
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, args)
+        return tuple(tuple(r) for r in (cur.fetchall() or ()))
+    finally:
+        cur.close()
+
+
+def open_trx(srv: MariaDBServer, login: str) -> int:
+    """Transactions InnoDB has open on connections of ``login``.  INNODB_TRX is served from
+    a cache that InnoDB refreshes only when it was last read more than 0.1 s ago: reading
+    it more often would return the same stale snapshot forever, hence the pause."""
+    time.sleep(0.12)
+    rows = srv.execute(
+        "SELECT COUNT(*) FROM information_schema.INNODB_TRX t "
+        "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
+        "WHERE p.USER = %s",
+        (login,),
+    )
+    return int(rows[0][0])

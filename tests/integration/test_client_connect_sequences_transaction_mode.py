@@ -21,21 +21,15 @@ from typing import Any
 import pymysql
 import pytest
 
+from .conftest import have_module
+
 APP_USER, APP_PASSWORD = "app", "app-secret"
 T = "tpseq"  # table prefix unique to this file
 
 
-def _have(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
-HAVE_MYSQLDB = _have("MySQLdb")
-HAVE_CONNECTOR = _have("mysql.connector")
-HAVE_SQLALCHEMY = _have("sqlalchemy")
+HAVE_MYSQLDB = have_module("MySQLdb")
+HAVE_CONNECTOR = have_module("mysql.connector")
+HAVE_SQLALCHEMY = have_module("sqlalchemy")
 if HAVE_CONNECTOR:
     import mysql.connector
 

@@ -27,15 +27,9 @@ from sqlalchemy import (  # noqa: E402
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError  # noqa: E402
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column  # noqa: E402
 
+from .conftest import have_module  # noqa: E402
+
 APP_USER, APP_PASSWORD = "app", "app-secret"  # the proxy fixture's user (conftest)
-
-
-def _have(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
 
 
 DRIVERS = [
@@ -43,7 +37,7 @@ DRIVERS = [
     pytest.param(
         "mysqldb",
         id="mysqlclient",
-        marks=pytest.mark.skipif(not _have("MySQLdb"), reason="mysqlclient not installed"),
+        marks=pytest.mark.skipif(not have_module("MySQLdb"), reason="mysqlclient not installed"),
     ),
 ]
 

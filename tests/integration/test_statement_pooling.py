@@ -10,11 +10,12 @@ mysql-connector is used where the SQLSTATE matters (PyMySQL and mysqlclient drop
 from __future__ import annotations
 
 import gc
-import time
 from typing import Any
 
 import pymysql
 import pytest
+
+from .conftest import have_module, open_trx, q
 
 T = "tpstmt"
 REFUSED = [
@@ -30,37 +31,6 @@ REFUSED = [
     "SET SESSION autocommit = 0",
     "XA START 'tpstmt_xa'",
 ]
-
-
-def _have(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
-def q(conn: Any, sql: str, args: Any = None) -> tuple[tuple[Any, ...], ...]:
-    cur = conn.cursor()
-    try:
-        cur.execute(sql, args)
-        return tuple(tuple(r) for r in (cur.fetchall() or ()))
-    finally:
-        cur.close()
-
-
-def open_trx(srv: Any, login: str) -> int:
-    """Transactions InnoDB has open on connections of ``login``.  INNODB_TRX is served from
-    a cache that InnoDB refreshes only when it was last read more than 0.1 s ago: reading
-    it more often would return the same stale snapshot forever, hence the pause."""
-    time.sleep(0.12)
-    rows = srv.execute(
-        "SELECT COUNT(*) FROM information_schema.INNODB_TRX t "
-        "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
-        "WHERE p.USER = %s",
-        (login,),
-    )
-    return int(rows[0][0])
 
 
 def assert_refusal(code: int, message: str) -> None:
@@ -83,7 +53,7 @@ def stmt_proxy(pooling_proxy) -> Any:
     return pooling_proxy("statement", max_connections=2)
 
 
-@pytest.mark.skipif(not _have("mysql.connector"), reason="mysql-connector missing")
+@pytest.mark.skipif(not have_module("mysql.connector"), reason="mysql-connector missing")
 @pytest.mark.parametrize("sql", REFUSED)
 def test_statement_that_opens_a_transaction_is_refused_with_1235_42000_and_leaves_nothing(
     stmt_proxy, table, session_state, sql
@@ -160,12 +130,14 @@ DRIVERS = [
     pytest.param(
         "MySQLdb",
         id="mysqlclient",
-        marks=pytest.mark.skipif(not _have("MySQLdb"), reason="mysqlclient not installed"),
+        marks=pytest.mark.skipif(not have_module("MySQLdb"), reason="mysqlclient not installed"),
     ),
     pytest.param(
         "connector",
         id="connector-pure",
-        marks=pytest.mark.skipif(not _have("mysql.connector"), reason="mysql-connector missing"),
+        marks=pytest.mark.skipif(
+            not have_module("mysql.connector"), reason="mysql-connector missing"
+        ),
     ),
 ]
 

@@ -28,30 +28,14 @@ import pytest
 
 from tainted_proxy.taint.effects import PIN_REASONS, Effect
 
+from .conftest import have_module, open_trx, q
+
 T = "tptx"  # prefix of every table and schema this file creates
 OTHER_DB = f"{T}_other"
 SETTINGS_SQL = (
     "SELECT @@time_zone, @@sql_mode, @@character_set_client, @@collation_connection, "
     "@@tx_isolation, DATABASE()"
 )
-
-
-def _have(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
-def q(conn: Any, sql: str, args: Any = None) -> tuple[tuple[Any, ...], ...]:
-    """Run one statement on a DB-API connection (pymysql or MySQLdb); return its rows."""
-    cur = conn.cursor()
-    try:
-        cur.execute(sql, args)
-        return tuple(tuple(r) for r in (cur.fetchall() or ()))
-    finally:
-        cur.close()
 
 
 def tid(conn: Any) -> int:
@@ -78,20 +62,6 @@ def pool_stat(p: Any, name: str) -> Any:
 
 def proxy_pins(p: Any) -> dict[str, int]:
     return p.call(lambda: dict(p.proxy.stats.pins))
-
-
-def open_trx(srv: Any, login: str) -> int:
-    """Transactions InnoDB has open on connections of ``login``.  INNODB_TRX is served from
-    a cache that InnoDB refreshes only when it was last read more than 0.1 s ago: reading
-    it more often would return the same stale snapshot forever, hence the pause."""
-    time.sleep(0.12)
-    rows = srv.execute(
-        "SELECT COUNT(*) FROM information_schema.INNODB_TRX t "
-        "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
-        "WHERE p.USER = %s",
-        (login,),
-    )
-    return int(rows[0][0])
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +171,7 @@ DRIVERS = [
     pytest.param(
         "MySQLdb",
         id="mysqlclient",
-        marks=pytest.mark.skipif(not _have("MySQLdb"), reason="mysqlclient not installed"),
+        marks=pytest.mark.skipif(not have_module("MySQLdb"), reason="mysqlclient not installed"),
     ),
 ]
 
