@@ -63,10 +63,9 @@ from tainted_proxy.wire.constants import (
     COM_STMT_PREPARE,
     COM_STMT_RESET,
     COM_STMT_SEND_LONG_DATA,
-    ER_PROXY_UPSTREAM,
     SERVER_STATUS_LAST_ROW_SENT,
 )
-from tainted_proxy.wire.packets import com_init_db, com_query, err_payload, ok_response
+from tainted_proxy.wire.packets import com_init_db, com_query, ok_response
 
 if TYPE_CHECKING:
     from tainted_proxy.frontend.session import ClientSession
@@ -489,21 +488,8 @@ async def _send(
 async def _quiet_checkout(s: ClientSession) -> bytes | None:
     """``s._checkout`` for a command without an answer: the client must not get the ERR
     now. Returns None, or the ERR payload for later."""
-    errors: list[bytes] = []
-
-    async def record(seq: int, code: int, sqlstate: str, message: str) -> None:
-        errors.append(err_payload(code, sqlstate, message))
-
-    s._try_error = record  # type: ignore[method-assign]  # shadows the method for this call
-    try:
-        ok = await s._checkout(None, 1)
-    finally:
-        del s._try_error
-    if ok:
-        return None
-    if errors:
-        return errors[0]
-    return err_payload(ER_PROXY_UPSTREAM, "HY000", "tainted-proxy: no upstream connection")
+    err = await s.checkout_or_error(None)
+    return None if err is None else err.encode()
 
 
 async def _upstream_statement(

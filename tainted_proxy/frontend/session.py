@@ -364,23 +364,31 @@ class ClientSession:
         self, key: PoolKey, want: tuple[Settings, str | None] | None, seq: int
     ) -> ServerConn | None:
         """A connection from the pool, or None after telling the client why not."""
+        got = await self._acquire_or_error(key, want)
+        if isinstance(got, ErrPacket):
+            await self._try_error(seq, got.code, got.sqlstate, got.message)
+            return None
+        return got
+
+    async def _acquire_or_error(
+        self, key: PoolKey, want: tuple[Settings, str | None] | None
+    ) -> ServerConn | ErrPacket:
+        """A connection from the pool, or the ERR the client should get instead."""
         proxy = self.proxy
         try:
             return await proxy.pool.acquire(key, proxy.config.pool.checkout_timeout, want)
         except PoolTimeout as exc:
             proxy.stats.checkout_timeouts += 1
-            await self._try_error(
-                seq, ER_CON_COUNT_ERROR, "08004", f"Too many connections: tainted-proxy: {exc}"
+            return ErrPacket(
+                ER_CON_COUNT_ERROR, "08004", f"Too many connections: tainted-proxy: {exc}"
             )
-            return None
         except UpstreamError as exc:
             err = exc.err
             if err is not None and err.code == ER_CON_COUNT_ERROR:
                 msg = f"tainted-proxy: upstream refused a new connection: {err.message}"
             else:
                 msg = f"tainted-proxy: cannot open an upstream connection: {exc}"
-            await self._try_error(seq, ER_PROXY_UPSTREAM, "HY000", msg)
-            return None
+            return ErrPacket(ER_PROXY_UPSTREAM, "HY000", msg)
 
     def _login_settings(self, charset: int) -> Settings:
         names = self.proxy.collations.get(charset)
@@ -672,15 +680,26 @@ class ClientSession:
         return True
 
     async def _checkout(self, c: Classification | None, seq: int, login: bool = False) -> bool:
+        """``checkout_or_error``; on failure the client gets the ERR at ``seq`` and False."""
+        err = await self.checkout_or_error(c, login)
+        if err is None:
+            return True
+        await self._try_error(seq, err.code, err.sqlstate, err.message)
+        return False
+
+    async def checkout_or_error(
+        self, c: Classification | None, login: bool = False
+    ) -> ErrPacket | None:
         """Get a connection carrying the session's settings and schema (the pool picks
         the exact sub-pool first, else the nearest; ``converge`` applies the rest in one
-        round trip). On failure the client has an ERR at ``seq`` and False."""
+        round trip). On failure, the ERR the client should get (now, or with the answer
+        to a later command: frontend.prepared for COM_STMT_SEND_LONG_DATA)."""
         proxy = self.proxy
         pool = proxy.pool
         assert self.key is not None
-        up = await self._acquire(self.key, (self.settings, self.schema), seq)
-        if up is None:
-            return False
+        up = await self._acquire_or_error(self.key, (self.settings, self.schema))
+        if isinstance(up, ErrPacket):
+            return up
         extra = ""
         if c is not None and Effect.LAST_INSERT_ID in c.needs and self.last_insert_id:
             # LAST_INSERT_ID() inside a bigger statement reads the connection's value:
@@ -688,7 +707,7 @@ class ClientSession:
             extra = f"last_insert_id={self.last_insert_id}"
         if not extra and up.carries(self.settings, self.schema):
             self.up = up  # the exact sub-pool hit: no round trip (and no timer to arm)
-            return True
+            return None
         try:
             with trio.fail_after(_OWN_EXCHANGE_TIMEOUT):
                 if await up.converge(self.settings, self.schema, proxy.baseline, extra):
@@ -700,23 +719,19 @@ class ClientSession:
                 # another session dropped this session's schema: a server keeps such a
                 # session usable (USE, qualified names), so go on without a schema
                 self.schema = self.pins.schema = None
-                return await self._checkout(c, seq)
+                return await self.checkout_or_error(c)
             if err is not None:
-                await self._try_error(seq, err.code, err.sqlstate, err.message)
-            else:
-                await self._try_error(seq, ER_PROXY_UPSTREAM, "HY000", f"tainted-proxy: {exc}")
-            return False
+                return err
+            return ErrPacket(ER_PROXY_UPSTREAM, "HY000", f"tainted-proxy: {exc}")
         except (ConnectionClosed, ProtocolError, OSError, trio.TooSlowError) as exc:
             pool.discard(up)
-            await self._try_error(
-                seq,
+            return ErrPacket(
                 ER_PROXY_UPSTREAM,
                 "HY000",
                 f"tainted-proxy: upstream failed while applying session settings: {exc!r}",
             )
-            return False
         self.up = up
-        return True
+        return None
 
     def _maybe_release(self) -> None:
         """Give the connection back when no transaction and no pin holds it."""
