@@ -50,7 +50,6 @@ from tainted_proxy.frontend.statements import (
 from tainted_proxy.net import ConnectionClosed
 from tainted_proxy.state import pins as pinreasons
 from tainted_proxy.taint.classifier import classify_flags
-from tainted_proxy.taint.effects import Classification
 from tainted_proxy.taint.lexer import ANSI_QUOTES, NO_BACKSLASH_ESCAPES
 from tainted_proxy.wire.buffer import join_payload
 from tainted_proxy.wire.codec import frame
@@ -312,7 +311,7 @@ async def _execute(s: ClientSession, payload: bytes) -> None:
     # executing again closes the statement's cursor and consumes its long data
     st.cursors.discard(pid)
     st.long_data.discard(pid)
-    _fresh_response(s, c, stmt.sql)
+    s.begin_response(c, stmt.sql)
     schema_before = up.schema
     await _send(s, up, cache, out)
     await s._relay_response(up, COM_STMT_EXECUTE)
@@ -358,7 +357,7 @@ async def _send_long_data(s: ClientSession, payload: bytes) -> None:
         st.deferred[pid] = ust
         s._maybe_release()
         return
-    _fresh_response(s)
+    s.begin_response(None, b"")
     await _send(s, up, cache, rewrite_stmt_id(payload, ust.upstream_id))
     st.long_data.add(pid)
     _update_pin(s)
@@ -396,7 +395,7 @@ async def _reset(s: ClientSession, payload: bytes) -> None:
     ust = conn_statements(s, up).lookup(stmt.key) if up is not None else None
     if up is not None and ust is not None:
         cache = conn_statements(s, up)
-        _fresh_response(s)
+        s.begin_response(None, b"")
         await _send(s, up, cache, rewrite_stmt_id(payload, ust.upstream_id))
         await s._relay_response(up, COM_STMT_RESET)
         ust.types_bound = None  # sending the types again is always accepted
@@ -426,7 +425,7 @@ async def _fetch(s: ClientSession, payload: bytes) -> None:
         )
         return
     cache = conn_statements(s, up)
-    _fresh_response(s)
+    s.begin_response(None, b"")
     await _send(s, up, cache, rewrite_stmt_id(payload, ust.upstream_id))
     await s._relay_response(up, COM_STMT_FETCH)
     tracker = up.tracker
@@ -453,17 +452,6 @@ _HANDLERS: dict[int, Callable[[ClientSession, bytes], Awaitable[None]]] = {
 
 def _update_pin(s: ClientSession) -> None:
     s.pins.protocol = s.stmts.protocol_pin()
-
-
-def _fresh_response(s: ClientSession, c: Classification | None = None, sql: bytes = b"") -> None:
-    """What the session learns from the next relayed response starts empty; ``c`` is
-    what the command runs (the statement's text for an execute, also ``sql``: the
-    taint ledger fingerprints it)."""
-    s._reported.clear()
-    s._schema_changed = False
-    s._state_changed = False
-    s._last_classification = c
-    s._last_sql = sql
 
 
 async def _send(

@@ -637,10 +637,7 @@ class ClientSession:
         assert up is not None
         if cmd == COM_SET_OPTION:
             up.options_changed = True
-        self._reported.clear()
-        self._schema_changed = False
-        self._state_changed = False
-        self._last_classification = c
+        self.begin_response(c, self._last_sql if cmd == COM_QUERY else b"")
         await self._relay(cmd, size)
         await self._after_command(cmd, c)
         if self.killed:
@@ -663,6 +660,15 @@ class ClientSession:
                 _FLAGS_BY_SETTINGS.clear()
             _FLAGS_BY_SETTINGS[settings] = flags
         return flags
+
+    def begin_response(self, c: Classification | None, sql: bytes) -> None:
+        """What ``_after_command`` learns from the next relayed response starts empty;
+        ``c`` / ``sql`` are what the command runs (the taint ledger fingerprints them)."""
+        self._reported.clear()
+        self._schema_changed = False
+        self._state_changed = False
+        self._last_classification = c
+        self._last_sql = sql
 
     async def _refused_in_statement_mode(self, c: Classification) -> bool:
         """Statement mode: refuse (ERR 1235, before anything reaches the server) a
