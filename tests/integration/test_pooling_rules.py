@@ -114,20 +114,37 @@ def test_ping_without_a_connection_is_answered_by_the_proxy(proxy_factory):
         a.close()
 
 
-def test_a_session_that_leaves_pinned_gets_its_connection_reset_before_reuse(proxy_factory):
-    p = _proxy(proxy_factory)
+def test_a_session_that_leaves_pinned_gets_its_connection_reset_before_reuse(pooling_proxy):
+    # one upstream connection, of a login of its own: the processlist shows which it is
+    p = pooling_proxy("transaction", max_connections=1, checkout_timeout=1.0)
+
+    def upstream_ids() -> list[int]:
+        rows = p.server.execute(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s", (p.upstream_user,)
+        )
+        return [int(r[0]) for r in rows]
+
     a = connect(p, autocommit=True)
     a.cursor().execute("CREATE TEMPORARY TABLE left_behind (x int)")
     a.cursor().execute("SET @mine = 'secret'")
+    assert _pin_of(p, a) == "temporary table"  # holds the one connection until it leaves
+    cur = a.cursor()
+    cur.execute("SELECT @mine, COUNT(*), @@pseudo_thread_id FROM left_behind")
+    (mine, rows, pinned_upstream) = cur.fetchone()
+    assert (mine, rows) == ("secret", 0)
+    assert upstream_ids() == [pinned_upstream]
     a.close()
     for _ in range(3):
         b = connect(p, autocommit=True)
         try:
             cur = b.cursor()
-            cur.execute("SELECT @mine")
-            assert cur.fetchall() == ((None,),)
-            with pytest.raises(pymysql.err.ProgrammingError):
+            cur.execute("SELECT @mine, @@pseudo_thread_id")
+            # the same server connection, reset: not a fresh one in its place
+            assert cur.fetchall() == ((None, pinned_upstream),)
+            with pytest.raises(pymysql.err.ProgrammingError) as e:
                 cur.execute("SELECT * FROM left_behind")
+            assert e.value.args[0] == 1146
+            assert upstream_ids() == [pinned_upstream]
         finally:
             b.close()
 
