@@ -14,6 +14,7 @@ a statement ran on (``CONNECTION_ID()`` is answered by the proxy with the client
 
 from __future__ import annotations
 
+import itertools
 import socket
 import struct
 import threading
@@ -68,7 +69,18 @@ def proxy_pins(p: Any) -> dict[str, int]:
 def tables(app_account) -> Any:
     srv = app_account
     srv.execute(f"CREATE DATABASE IF NOT EXISTS {OTHER_DB}")
-    for name in ("autocommit", "tx", "settings_log", "ai", "rc", "kill", "locked", "ps", "ps_log"):
+    for name in (
+        "autocommit",
+        "tx",
+        "settings_log",
+        "ai",
+        "rc",
+        "probe",
+        "kill",
+        "locked",
+        "ps",
+        "ps_log",
+    ):
         srv.execute(f"DROP TABLE IF EXISTS test.{T}_{name}")
     srv.execute(f"CREATE TABLE test.{T}_autocommit (who INT, n INT) ENGINE=InnoDB")
     srv.execute(f"CREATE TABLE test.{T}_tx (k VARCHAR(40), v INT) ENGINE=InnoDB")
@@ -78,6 +90,8 @@ def tables(app_account) -> Any:
         "ENGINE=InnoDB"
     )
     srv.execute(f"CREATE TABLE test.{T}_rc (grp VARCHAR(10), n INT) ENGINE=InnoDB")
+    # no AUTO_INCREMENT: writing a probe row leaves LAST_INSERT_ID() as it was
+    srv.execute(f"CREATE TABLE test.{T}_probe (k VARCHAR(40) PRIMARY KEY, v BIGINT) ENGINE=InnoDB")
     srv.execute(f"INSERT INTO test.{T}_rc VALUES ('a',0),('a',0),('a',0),('b',0),('c',0),('c',0)")
     srv.execute(f"CREATE TABLE test.{T}_kill (id INT PRIMARY KEY, v INT) ENGINE=InnoDB")
     srv.execute(f"INSERT INTO test.{T}_kill VALUES (1, 0), (2, 0)")
@@ -684,6 +698,43 @@ def test_binary_prepared_statements_never_closed_keep_working_across_transaction
 
 
 # -- values the proxy answers from the session's own last statement ------------------------
+#
+# ``SELECT LAST_INSERT_ID()`` and ``SELECT ROW_COUNT()`` alone are answered by the proxy from
+# the session's own record; inside a larger statement the server computes them from the
+# connection the statement runs on. Each test reads them in both ways:
+#
+# * ``plain``: ``SELECT f()`` (the proxy's answer);
+# * ``expression``: ``SELECT f() + 0`` (the server's, in a SELECT);
+# * ``stored``: ``INSERT INTO <probe table> VALUES (<key>, f())`` then the row read back (the
+#   server's, written by a statement that is not a SELECT at all).
+
+_probe_keys = itertools.count(1)
+
+ISSUE_8 = pytest.mark.xfail(
+    strict=True, reason="issue 8: LAST_INSERT_ID() inside larger statements"
+)
+ISSUE_8_ROW_COUNT = pytest.mark.xfail(
+    strict=True,
+    reason="issue 8: ROW_COUNT() inside larger statements reads the shared connection's "
+    "value (the other session's last statement), not the session's own",
+)
+
+
+def server_reads(mark: Any = ()) -> list[Any]:
+    """The ``how`` parameters reading the value the server computes, with ``mark``."""
+    return [pytest.param(how, id=how, marks=mark) for how in ("expression", "stored")]
+
+
+def read_fn(conn: Any, fn: str, how: str) -> int:
+    """``fn`` (``LAST_INSERT_ID()`` or ``ROW_COUNT()``) as the session reads it, ``how``."""
+    if how == "plain":
+        return int(q(conn, f"SELECT {fn}")[0][0])
+    if how == "expression":
+        return int(q(conn, f"SELECT {fn} + 0")[0][0])
+    assert how == "stored", how
+    key = f"k{next(_probe_keys)}"
+    q(conn, f"INSERT INTO {T}_probe (k, v) VALUES (%s, {fn})", (key,))
+    return int(q(conn, f"SELECT v FROM {T}_probe WHERE k = %s", (key,))[0][0])
 
 
 def test_last_insert_id_is_the_sessions_own_on_a_shared_connection(pooling_proxy, connect, tables):
@@ -710,8 +761,55 @@ def test_last_insert_id_is_the_sessions_own_on_a_shared_connection(pooling_proxy
         close_all(a, b)
 
 
+@pytest.mark.parametrize("how", server_reads())
+def test_last_insert_id_inside_a_larger_statement_is_the_sessions_own(
+    pooling_proxy, connect, tables, how
+):
+    """The server computes LAST_INSERT_ID() in ``SELECT LAST_INSERT_ID() + 0`` and in an
+    INSERT's VALUES from the connection the statement runs on, which another session used
+    last: it must still be the session's own id."""
+    p = pooling_proxy(max_connections=1)
+    a, b = connect(p, autocommit=True), connect(p, autocommit=True)
+
+    def insert(c: Any, rows: int = 1) -> int:
+        with c.cursor() as cur:
+            cur.execute(f"INSERT INTO {T}_ai (who) VALUES " + ",".join(["('x')"] * rows))
+            return int(cur.lastrowid)
+
+    try:
+        a_id = insert(a)
+        b_id = insert(b)
+        assert b_id > a_id
+        assert read_fn(a, "LAST_INSERT_ID()", how) == a_id  # the connection says b_id
+        assert read_fn(b, "LAST_INSERT_ID()", how) == b_id
+        a_first = insert(a, rows=3)
+        insert(b)
+        assert read_fn(a, "LAST_INSERT_ID()", how) == a_first
+        assert read_fn(a, "LAST_INSERT_ID()", how) == a_first  # reading does not change it
+    finally:
+        close_all(a, b)
+
+
+@pytest.mark.parametrize("how", server_reads(ISSUE_8))
+def test_last_insert_id_of_a_session_that_inserted_nothing_is_zero_on_a_shared_connection(
+    pooling_proxy, connect, tables, how
+):
+    """A new session's LAST_INSERT_ID() is 0 on the server. Through the proxy the
+    connection it runs on carries the id another session generated last."""
+    p = pooling_proxy(max_connections=1)
+    a, b = connect(p, autocommit=True), connect(p, autocommit=True)
+    try:
+        assert read_fn(a, "LAST_INSERT_ID()", "plain") == 0
+        q(b, f"INSERT INTO {T}_ai (who) VALUES ('b')")
+        assert read_fn(a, "LAST_INSERT_ID()", "plain") == 0
+        assert read_fn(a, "LAST_INSERT_ID()", how) == 0
+    finally:
+        close_all(a, b)
+
+
+@pytest.mark.parametrize("how", ["plain", *server_reads()])
 def test_last_insert_id_survives_statements_that_insert_nothing_as_on_the_server(
-    pooling_proxy, connect, tables
+    pooling_proxy, connect, tables, how
 ):
     """On the server LAST_INSERT_ID() keeps the last generated id through statements that
     generate none (an UPDATE, a SELECT): the session sees the same through the proxy."""
@@ -729,7 +827,8 @@ def test_last_insert_id_survives_statements_that_insert_nothing_as_on_the_server
         for sql in script:
             q(c, sql)
             between()
-            ids.append(int(q(c, "SELECT LAST_INSERT_ID()")[0][0]))
+            ids.append(read_fn(c, "LAST_INSERT_ID()", how))
+        assert ids[0] > 0
         return [i - ids[0] for i in ids]  # relative to the first: both runs get other ids
 
     d = srv.connect(user="root")
@@ -746,18 +845,19 @@ def test_last_insert_id_survives_statements_that_insert_nothing_as_on_the_server
         close_all(a, b)
 
 
+@pytest.mark.parametrize("how", ["plain", *server_reads(ISSUE_8_ROW_COUNT)])
 def test_row_count_is_the_sessions_own_on_a_shared_connection_as_on_the_server(
-    pooling_proxy, connect, tables
+    pooling_proxy, connect, tables, how
 ):
     p = pooling_proxy(max_connections=1)
     srv = tables
     script = [
-        (f"UPDATE {T}_rc SET n = n + 1 WHERE grp = 'a'", "SELECT ROW_COUNT()"),
-        ("SELECT 1", "SELECT ROW_COUNT()"),
-        (f"UPDATE {T}_rc SET n = n + 1 WHERE grp = 'c'", "SELECT ROW_COUNT()"),
-        ("SELECT ROW_COUNT()", None),
-        (f"DELETE FROM {T}_rc WHERE grp = 'none'", "SELECT ROW_COUNT()"),
-        (f"INSERT INTO {T}_rc VALUES ('d', 0), ('d', 0)", "SELECT ROW_COUNT()"),
+        (f"UPDATE {T}_rc SET n = n + 1 WHERE grp = 'a'", True),
+        ("SELECT 1", True),
+        (f"UPDATE {T}_rc SET n = n + 1 WHERE grp = 'c'", True),
+        ("SELECT ROW_COUNT()", False),
+        (f"DELETE FROM {T}_rc WHERE grp = 'none'", True),
+        (f"INSERT INTO {T}_rc VALUES ('d', 0), ('d', 0)", True),
     ]
 
     def run(c: Any, between: Callable[[], None]) -> list[Any]:
@@ -766,7 +866,7 @@ def test_row_count_is_the_sessions_own_on_a_shared_connection_as_on_the_server(
             got.append(q(c, stmt))
             between()
             if probe:
-                got.append(q(c, probe))
+                got.append(read_fn(c, "ROW_COUNT()", how))
         return got
 
     d = srv.connect(user="root")
@@ -774,14 +874,15 @@ def test_row_count_is_the_sessions_own_on_a_shared_connection_as_on_the_server(
         direct = run(d, lambda: None)
     finally:
         d.close()
-    assert direct[1] == ((3,),)  # three rows of group 'a'
+    assert direct[1] == 3  # three rows of group 'a'
+    assert direct[-1] == 2  # the two rows inserted
     a, b = connect(p, autocommit=True), connect(p, autocommit=True)
     try:
         via_proxy = run(a, lambda: q(b, f"UPDATE {T}_rc SET n = n + 1 WHERE grp = 'b'") and None)
         assert via_proxy == direct
         assert q(b, f"UPDATE {T}_rc SET n = n + 1 WHERE grp = 'b'") == ()
         q(a, f"UPDATE {T}_rc SET n = n + 1 WHERE grp = 'c'")
-        assert q(b, "SELECT ROW_COUNT()") == ((1,),)
+        assert read_fn(b, "ROW_COUNT()", how) == 1
     finally:
         close_all(a, b)
 
