@@ -11,14 +11,13 @@ session should see (the server-direct truth); they fail while the bug is there.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pymysql
 import pytest
 from pymysql.constants import CLIENT
 
-from .conftest import APP_PASSWORD, APP_USER
+from .conftest import APP_PASSWORD, APP_USER, session_state
 
 P = "rvw"  # prefix of every object this file creates
 
@@ -56,27 +55,32 @@ def direct(srv: Any, **kw: Any) -> pymysql.connections.Connection:
     return pymysql.connect(**args)
 
 
-WAITED = "B waited: A keeps the only connection (pinned), so nothing can leak"
-
-
-def b_reads(b: Any, sql: str) -> Any:
-    """What B reads, or WAITED when A's pin holds the only upstream connection and B's
-    checkout times out with ERR 1040: then no state can reach B (the fix for most leaks
-    below is that A stays pinned)."""
+def b_reads(p: Any, a: Any, b: Any, sql: str) -> Any:
+    """What B reads. When A's pin holds the only upstream connection, B's checkout times
+    out with ERR 1040 and no state can reach B (the fix for most leaks below is that A
+    stays pinned): that is accepted only if A really is pinned and holding the connection,
+    and then B must read the right thing once A has gone and the connection was reset.
+    Any other error, and a 1040 while A holds nothing, fails the test."""
     try:
         return q(b, sql)
     except pymysql.err.OperationalError as exc:
-        if exc.args[0] == 1040:
-            return WAITED
-        raise
+        if exc.args[0] != 1040:
+            raise
+        assert "no upstream connection available" in exc.args[1], exc.args
+        pin, holds = session_state(p, a.thread_id())
+        assert pin is not None and holds, f"B got {exc.args} but A is not pinned: {pin!r}"
+    a.close()
+    return q(b, sql)
 
 
-def b_cannot_see_table(b: Any, sql: str) -> bool:
-    try:
-        got = b_reads(b, sql)
-    except pymysql.err.ProgrammingError:  # 1146: no such table for B
-        return True
-    return got == WAITED
+def b_cannot_see_table(p: Any, a: Any, b: Any, sql: str) -> bool:
+    """B reading A's temporary table gets ERR 1146 (no such table), at once or, if A's pin
+    holds the only connection, once A has gone (see ``b_reads``)."""
+    with pytest.raises(pymysql.err.ProgrammingError) as exc:
+        got = b_reads(p, a, b, sql)
+        raise AssertionError(f"B read A's table: {got!r}")
+    assert exc.value.args[0] == 1146, exc.value.args
+    return True
 
 
 @pytest.fixture
@@ -101,9 +105,9 @@ def test_set_statement_in_a_batch_hides_a_real_set_of_the_same_variable(pair):
     classifier's statement_vars covers the whole batch, so the persistent SET's report is
     thrown away; the connection goes back to the pool carrying +05:00 while its vector says
     SYSTEM, and the next session gets +05:00."""
-    _, a, b = pair(multi=True)
+    p, a, b = pair(multi=True)
     q(a, "SET STATEMENT time_zone='+01:00' FOR SELECT 1; SET time_zone='+05:00'")
-    assert b_reads(b, "SELECT @@time_zone") in ((("SYSTEM",),), WAITED)  # was ('+05:00',)
+    assert b_reads(p, a, b, "SELECT @@time_zone") == (("SYSTEM",),)  # was ('+05:00',)
 
 
 def test_set_statement_for_a_function_that_sets_a_variable_loses_it_with_classic_eof(
@@ -118,9 +122,9 @@ def test_set_statement_for_a_function_that_sets_a_variable_loses_it_with_classic
         f"CREATE FUNCTION test.{P}_settz() RETURNS INT "
         "BEGIN SET SESSION time_zone='+07:00'; RETURN 1; END"
     )
-    _, a, b = pair()
+    p, a, b = pair()
     q(a, f"SET STATEMENT max_statement_time=10 FOR SELECT test.{P}_settz()")
-    assert b_reads(b, "SELECT @@time_zone") in ((("SYSTEM",),), WAITED)  # was ('+07:00',)
+    assert b_reads(p, a, b, "SELECT @@time_zone") == (("SYSTEM",),)  # was ('+07:00',)
 
 
 def test_converging_character_set_connection_does_not_reset_collation_connection(pair, app_account):
@@ -171,11 +175,11 @@ def test_stale_no_backslash_escapes_flag_after_a_failed_batch_hides_a_user_varia
     does carry the sql_mode. The next statement is lexed as if backslashes escaped:
     `'a\\', @leak := 42 -- '` is one string to the classifier (no user variable, no pin),
     but the server assigns @leak, and the connection goes back to the pool with it."""
-    _, a, b = pair(multi=True)
+    p, a, b = pair(multi=True)
     with pytest.raises(pymysql.err.OperationalError):
         q(a, f"SET sql_mode='NO_BACKSLASH_ESCAPES'; SELECT {P}_nocol")
     q(a, "SELECT 'a\\', @leak := 42 -- '")
-    assert b_reads(b, "SELECT @leak") in (((None,),), WAITED)  # was ((42,),)
+    assert b_reads(p, a, b, "SELECT @leak") == ((None,),)  # was ((42,),)
 
 
 # -- 2. pins that end while the state is still there ----------------------------------------
@@ -186,33 +190,33 @@ def test_temporary_table_created_by_execute_survives_deallocate(pair):
     "explained" by Effect.EXECUTE); DEALLOCATE unpins, and the temporary table, with A's
     rows, stays on the pooled connection: B reads it (and B's writes to a table of that
     name would go into it)."""
-    _, a, b = pair()
+    p, a, b = pair()
     q(a, f"PREPARE {P}_s FROM 'CREATE TEMPORARY TABLE {P}_tmp (v INT)'")
     q(a, f"EXECUTE {P}_s")
     q(a, f"DEALLOCATE PREPARE {P}_s")
     q(a, f"INSERT INTO {P}_tmp VALUES (42)")  # A's data, in A's temporary table
-    assert b_cannot_see_table(b, f"SELECT v FROM {P}_tmp")  # was ((42,),)
+    assert b_cannot_see_table(p, a, b, f"SELECT v FROM {P}_tmp")  # was ((42,),)
 
 
 def test_user_variable_set_by_execute_survives_deallocate(pair):
-    _, a, b = pair()
+    p, a, b = pair()
     q(a, f"PREPARE {P}_s2 FROM 'SET @{P}_secret = 42'")
     q(a, f"EXECUTE {P}_s2")
     q(a, f"DEALLOCATE PREPARE {P}_s2")
-    assert b_reads(b, f"SELECT @{P}_secret") in (((None,),), WAITED)  # was ((42,),)
+    assert b_reads(p, a, b, f"SELECT @{P}_secret") == ((None,),)  # was ((42,),)
 
 
 def test_renamed_temporary_table_survives_when_the_original_name_is_dropped(pair):
     """ALTER TABLE ... RENAME (and RENAME TABLE) of a temporary table is not tracked: the
     pin set keeps the old name, so dropping a new table of the old name unpins while the
     renamed one, with A's rows, stays on the pooled connection."""
-    _, a, b = pair()
+    p, a, b = pair()
     q(a, f"CREATE TEMPORARY TABLE {P}_ta (v INT)")
     q(a, f"INSERT INTO {P}_ta VALUES (7)")
     q(a, f"ALTER TABLE {P}_ta RENAME TO {P}_tb")
     q(a, f"CREATE TEMPORARY TABLE {P}_ta (v INT)")
     q(a, f"DROP TEMPORARY TABLE {P}_ta")
-    assert b_cannot_see_table(b, f"SELECT v FROM {P}_tb")  # was ((7,),)
+    assert b_cannot_see_table(p, a, b, f"SELECT v FROM {P}_tb")  # was ((7,),)
 
 
 def test_get_lock_taken_twice_and_released_once_is_still_held(pooling_proxy, connect, app_account):
@@ -261,38 +265,73 @@ def test_user_variable_set_by_select_into_in_a_trigger_or_function_leaks(pair, a
 
 
 def test_kill_query_that_waits_for_a_connection_kills_whoever_holds_the_target_connection(
-    pooling_proxy, connect
+    pooling_proxy, connect, app_account, wait_until
 ):
     """_kill_id checks `target.busy` and takes `tup = target.up`, then awaits a checkout of
     its own. Meanwhile T's query ends, tup goes back to the pool and to E, and the KILL
-    QUERY for tup's thread id interrupts E's query. T's query ran to the end."""
-    p = pooling_proxy("transaction", max_connections=2, checkout_timeout=10.0)
+    QUERY for tup's thread id interrupts E's query. T's query ran to the end.
+
+    The race is forced step by step: T's query blocks on a row lock held by a direct
+    connection D; E and then K (the KILL) wait for a connection (C holds the other one);
+    D lets T finish while K still waits; E's query runs; only then does C let K go on."""
+    app_account.execute(f"DROP TABLE IF EXISTS test.{P}_gate")
+    app_account.execute(f"CREATE TABLE test.{P}_gate (id INT PRIMARY KEY, v INT) ENGINE=InnoDB")
+    app_account.execute(f"INSERT INTO test.{P}_gate VALUES (1, 5)")
+    p = pooling_proxy("transaction", max_connections=2, checkout_timeout=20.0)
     t, c, e, k = (connect(p, autocommit=True) for _ in range(4))
+    d = direct(app_account)
     q(c, "BEGIN")
     q(c, "SELECT 1 FROM information_schema.TABLES LIMIT 1")
     q(c, f"CREATE TEMPORARY TABLE {P}_hold (v INT)")  # C holds the second connection
+    q(d, "BEGIN")
+    q(d, f"SELECT v FROM {P}_gate WHERE id = 1 FOR UPDATE")  # T will wait for this lock
     target = t.thread_id()
     res: dict[str, Any] = {}
 
-    def run(name: str, conn: Any, sql: str, delay: float) -> None:
-        time.sleep(delay)
+    def run(name: str, conn: Any, sql: str) -> None:
         try:
             res[name] = q(conn, sql)
         except Exception as exc:  # noqa: BLE001
             res[name] = exc
 
-    threads = [
-        threading.Thread(target=run, args=("T", t, "SELECT SLEEP(1)", 0)),
-        threading.Thread(target=run, args=("E", e, "SELECT SLEEP(2)", 0.2)),
-        threading.Thread(target=run, args=("K", k, f"KILL QUERY {target}", 0.4)),
-    ]
-    for th in threads:
+    def start(name: str, conn: Any, sql: str) -> threading.Thread:
+        th = threading.Thread(target=run, args=(name, conn, sql), daemon=True)
         th.start()
-    time.sleep(1.5)  # T is done, E runs on T's old connection, K still waits
+        return th
+
+    def running(fragment: str) -> bool:
+        rows = app_account.execute(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+            "WHERE INFO LIKE %s AND ID <> CONNECTION_ID()",  # not this query itself
+            (f"%{fragment}%",),
+        )
+        return bool(rows[0][0])
+
+    def waiters() -> int:
+        return p.call(lambda: len(p.proxy.pool.waiters))
+
+    threads = [
+        start("T", t, f"SELECT v AS {P}_t_waits, @@pseudo_thread_id FROM {P}_gate FOR UPDATE")
+    ]
+    wait_until(lambda: running(f"{P}_t_waits"), 10, "T's query waits for D's row lock")
+    threads.append(start("E", e, f"SELECT SLEEP(2) AS {P}_e_sleeps"))
+    wait_until(lambda: waiters() == 1, 10, "E waits for a connection")
+    threads.append(start("K", k, f"KILL QUERY {target}"))
+    # K found T busy (its query waits for the lock) and waits for a connection of its own
+    wait_until(lambda: waiters() == 2, 10, "K waits for a connection behind E")
+    assert "T" not in res and "K" not in res
+    q(d, "COMMIT")  # T's query ends; its connection goes back while K still waits
+    threads[0].join(10)
+    assert res["T"][0][0] == 5, res  # T's query ran to the end
+    wait_until(lambda: running(f"{P}_e_sleeps"), 10, "E's query runs")
+    assert "K" not in res, res  # the race: K still waits, T is done, E runs
+    assert waiters() == 1
     q(c, f"DROP TEMPORARY TABLE {P}_hold")
-    q(c, "COMMIT")
+    q(c, "COMMIT")  # now K gets a connection
     for th in threads:
         th.join(10)
+    d.close()
+    assert res["K"] == (), res  # the KILL QUERY was answered OK
     # E was never the target: its query must run to the end (SLEEP returns 0)
     assert res["E"] == ((0,),), res  # was OperationalError 1317 Query execution was interrupted
 
