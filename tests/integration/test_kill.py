@@ -47,11 +47,13 @@ class Background:
 
 
 def wait_until_running(observer, sql_fragment: str, timeout: float = 5.0) -> None:
-    """Poll the server's processlist (via a direct root connection) until a query runs."""
+    """Poll the server's processlist (via a direct root connection) until a query runs.
+    The polling query itself contains the fragment: it must not count itself."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rows = observer.execute(
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE %s",
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+            "WHERE INFO LIKE %s AND ID <> CONNECTION_ID()",
             (f"%{sql_fragment}%",),
         )
         if rows[0][0]:
