@@ -2,8 +2,8 @@
 server reported into a vector, the SET statement that moves a connection from one vector
 to another, and the distance the pool uses to pick the nearest idle connection.
 
-Pure functions; one test (marked ``integration``) checks generated statements against
-the real MariaDB at 127.0.0.1:3306 and skips when it is unreachable."""
+Pure functions; one test (marked ``integration``) checks generated statements against a
+private MariaDB server (the ``mariadb`` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -406,27 +406,11 @@ def test_settings_sql_turns_the_full_values_of_a_into_those_of_b(a, b, nbe):
 
 
 @pytest.mark.integration
-def test_generated_statements_are_valid_mariadb_and_read_back_as_the_target():
+def test_generated_statements_are_valid_mariadb_and_read_back_as_the_target(mariadb):
     """Builds the Baseline like Proxy.probe_upstream (one information_schema query), then
-    reads values back with ``@@SESSION.x``: information_schema queries use on-disk Aria
-    temporary tables in the server's tmpdir, and every private test server starting with
-    the same /tmp deletes those files (seen: ERR 6 'Error on delete of
-    /tmp/#sql-temptable-*.MAI', and once a crash of the server at :3306)."""
-    pymysql = pytest.importorskip("pymysql")
-    try:
-        conn = pymysql.connect(
-            host="127.0.0.1",
-            port=3306,
-            user="root",
-            password="",
-            database="test",
-            charset="utf8mb4",
-            collation="utf8mb4_general_ci",
-            autocommit=True,
-            connect_timeout=2,
-        )
-    except pymysql.err.MySQLError as exc:
-        pytest.skip(f"MariaDB at 127.0.0.1:3306 unreachable: {exc}")
+    reads values back with ``@@SESSION.x``, on the private server of the ``mariadb``
+    fixture."""
+    conn = mariadb.connect(charset="utf8mb4", collation="utf8mb4_general_ci")
     try:
         cur = conn.cursor()
         cur.execute(
