@@ -13,6 +13,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -99,6 +100,12 @@ class UpstreamTarget:
         return ctx
 
 
+class PendingValues(Protocol):
+    """A session whose last statement's values are still only on a connection."""
+
+    def values_lost(self) -> None: ...
+
+
 class ServerConn:
     """An authenticated upstream connection and what the proxy knows of its state."""
 
@@ -131,6 +138,11 @@ class ServerConn:
         "settings",
         "tracking",
         "statements",
+        "values_owner",
+        "insert_id",
+        "diagnostics_clean",
+        "pending_for",
+        "pseudo_thread_id",
     )
 
     def __init__(self, conn: Conn | TlsConn, capabilities: int, user: str) -> None:
@@ -170,6 +182,19 @@ class ServerConn:
         self.tracking = False
         # binary prepared statements cached on this connection (frontend.statements)
         self.statements: object = None
+        # the per-statement values (state.values) on this connection are those of
+        # (client id, statement number) of a session; None after any statement of the
+        # proxy's own, which changes ROW_COUNT() and FOUND_ROWS()
+        self.values_owner: tuple[int, int] | None = None
+        # LAST_INSERT_ID() here, when the proxy knows it
+        self.insert_id: int | None = 0
+        # the diagnostics area is known to be empty (no session's warnings or errors)
+        self.diagnostics_clean = True
+        # the session whose per-statement values this idle connection still holds
+        # unread: whoever takes the connection next reads them for it first
+        self.pending_for: PendingValues | None = None
+        # the client id CONNECTION_ID() returns here (SET pseudo_thread_id), if set
+        self.pseudo_thread_id: int | None = None
 
     def __repr__(self) -> str:
         return f"<ServerConn #{self.serial} thread={self.thread_id} user={self.user}>"
@@ -222,6 +247,24 @@ class ServerConn:
     async def query_rows(self, sql: str) -> list[list[bytes | None]]:
         """Run a query of the proxy's own and return its text rows (small results only)."""
         await self.send_payload(com_query(sql.encode()), 0)
+        return await self._read_rows()
+
+    async def query_many(self, queries: list[bytes]) -> list[list[list[bytes | None]] | None]:
+        """Run queries of the proxy's own, pipelined in one write; the text rows of
+        each (None for one that failed). The diagnostics area then holds whatever the
+        last one left."""
+        await self.conn.send_all(b"".join(frame(com_query(q), 0)[0] for q in queries))
+        self.values_owner = None
+        out: list[list[list[bytes | None]] | None] = []
+        for _ in queries:
+            try:
+                out.append(await self._read_rows())
+            except UpstreamError:
+                self.diagnostics_clean = False
+                out.append(None)
+        return out
+
+    async def _read_rows(self) -> list[list[bytes | None]]:
         tracker = self.tracker
         tracker.start(COM_QUERY)
         packets: list[bytes] = []
@@ -272,9 +315,13 @@ class ServerConn:
 
     def _forget_session(self) -> None:
         """After COM_RESET_CONNECTION / COM_CHANGE_USER: the server dropped every
-        setting, statement and the trackers."""
+        setting, statement, per-statement value and the trackers."""
         self.settings = EMPTY
         self.tracking = False
+        self.values_owner = None
+        self.insert_id = 0
+        self.diagnostics_clean = True
+        self.pseudo_thread_id = None
         forget = getattr(self.statements, "forget_all", None)
         if forget is not None:
             forget()
@@ -288,12 +335,10 @@ class ServerConn:
         settings: Settings,
         schema: str | None,
         baseline: Baseline,
-        extra: str = "",
     ) -> bool:
         """Bring this connection to ``settings`` and ``schema`` with the trackers on:
         one ``SET SESSION`` with only the differences and a COM_INIT_DB, pipelined in
-        one write. ``extra`` is one more assignment for the same SET (a session's
-        ``last_insert_id``). True when a round trip was needed. On ERR the connection's
+        one write. True when a round trip was needed. On ERR the connection's
         state is unknown: UpstreamError, and the caller must discard it."""
         if schema is None and self.schema is not None:
             # only COM_CHANGE_USER gets back to "no database selected"
@@ -310,8 +355,6 @@ class ServerConn:
         if diff is not None:
             head = b"SET SESSION " if diff.startswith(b"SET SESSION ") else b"SET "
             parts.append(diff[len(head) :])
-        if extra:
-            parts.append(extra.encode())
         use_db = schema is not None and schema != self.schema
         msgs: list[bytes] = []
         if parts:
@@ -324,6 +367,7 @@ class ServerConn:
         if not msgs:
             return False
         await self.conn.send_all(b"".join(msgs))
+        self.values_owner = None  # a SET makes ROW_COUNT() 0
         # read every response even after an ERR: pipelined answers must not be left behind
         first_error: UpstreamError | None = None
         if parts:
@@ -437,6 +481,9 @@ class ServerConn:
     def close(self) -> None:
         self.broken = True
         self.conn.close()
+        owner, self.pending_for = self.pending_for, None
+        if owner is not None:
+            owner.values_lost()
 
 
 def _text_rows(packets: list[bytes], deprecate_eof: bool) -> list[list[bytes | None]]:

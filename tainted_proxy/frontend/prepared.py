@@ -236,7 +236,7 @@ async def _prepare(s: ClientSession, payload: bytes) -> None:
     if isinstance(got, bytes):
         st.book.note_prepare_failed()
         await s.io.send_payload(got, 1)
-        s._maybe_release()
+        await s._maybe_release()
         return
     ok, param_defs, column_defs = got
     upstream_id, _columns, num_params, warnings = parse_prepare_ok(ok)
@@ -250,10 +250,8 @@ async def _prepare(s: ClientSession, payload: bytes) -> None:
         stmt = st.book.add(sql, key, ok, param_defs, column_defs)
     except TooManyStatements as exc:
         await s.io.send_payload(exc.err_payload(), 1)
-        s._maybe_release()
+        await s._maybe_release()
         return
-    if warnings:
-        s.pins.next_statement = pinreasons.WARNINGS  # SHOW WARNINGS must see them
     deprecate_eof = bool(s.login.capabilities & CLIENT_DEPRECATE_EOF)
     out: list[bytes] = []
     seq = 1
@@ -261,7 +259,7 @@ async def _prepare(s: ClientSession, payload: bytes) -> None:
         data, seq = frame(p, seq)
         out.append(data)
     await s.io.conn.send_all(b"".join(out))
-    s._maybe_release()
+    await s._maybe_release()
 
 
 async def _execute(s: ClientSession, payload: bytes) -> None:
@@ -277,7 +275,7 @@ async def _execute(s: ClientSession, payload: bytes) -> None:
         st.long_data.discard(pid)
         _update_pin(s)
         await s.io.send_payload(deferred, 1)
-        s._maybe_release()
+        await s._maybe_release()
         return
     # what the statement's text does (pins, transactions, LAST_INSERT_ID()), as for COM_QUERY
     schema, env, sql = stmt.key  # type: ignore[misc]
@@ -294,7 +292,11 @@ async def _execute(s: ClientSession, payload: bytes) -> None:
         pin = c.pin if c is not None else None
     if pin is not None and not await s._wait_for_pin_slot(pin):
         return  # users.NAME.max_pinned: the client has ERR 1040
+    s.seq += 1
     if s.up is None and not await s._checkout(c, 1):
+        return
+    if c is not None and not await s._restore_values(c):
+        await s._maybe_release()
         return
     up = s.up
     assert up is not None
@@ -302,7 +304,7 @@ async def _execute(s: ClientSession, payload: bytes) -> None:
     ust = await _upstream_statement(s, up, cache, stmt)
     if isinstance(ust, bytes):
         await s.io.send_payload(ust, 1)
-        s._maybe_release()
+        await s._maybe_release()
         return
     st.book.note_execute(stmt, payload)
     out, types = execute_for_upstream(
@@ -332,7 +334,7 @@ async def _execute(s: ClientSession, payload: bytes) -> None:
     _update_pin(s)
     if s.killed:
         return
-    s._maybe_release()
+    await s._maybe_release()
 
 
 async def _send_long_data(s: ClientSession, payload: bytes) -> None:
@@ -355,13 +357,13 @@ async def _send_long_data(s: ClientSession, payload: bytes) -> None:
     ust = await _upstream_statement(s, up, cache, stmt)
     if isinstance(ust, bytes):
         st.deferred[pid] = ust
-        s._maybe_release()
+        await s._maybe_release()
         return
     s.begin_response(None, b"")
     await _send(s, up, cache, rewrite_stmt_id(payload, ust.upstream_id))
     st.long_data.add(pid)
     _update_pin(s)
-    s._maybe_release()
+    await s._maybe_release()
 
 
 async def _close(s: ClientSession, payload: bytes) -> None:
@@ -380,7 +382,7 @@ async def _close(s: ClientSession, payload: bytes) -> None:
             cache.pending_close.append(ust.upstream_id)
             await _send(s, up, cache, None)
     _update_pin(s)
-    s._maybe_release()
+    await s._maybe_release()
 
 
 async def _reset(s: ClientSession, payload: bytes) -> None:
@@ -404,7 +406,7 @@ async def _reset(s: ClientSession, payload: bytes) -> None:
         assert s.login is not None
         await s.io.conn.send_all(ok_response(s.login.capabilities, status=s._status()))
     _update_pin(s)
-    s._maybe_release()
+    await s._maybe_release()
 
 
 async def _fetch(s: ClientSession, payload: bytes) -> None:
@@ -434,7 +436,7 @@ async def _fetch(s: ClientSession, payload: bytes) -> None:
     _update_pin(s)
     if s.killed:
         return
-    s._maybe_release()
+    await s._maybe_release()
 
 
 _HANDLERS: dict[int, Callable[[ClientSession, bytes], Awaitable[None]]] = {

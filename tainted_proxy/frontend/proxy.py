@@ -100,6 +100,9 @@ class Proxy:
         # the taint ledger: (user, pin reason, statement fingerprint) -> pins started
         self.ledger: Counter[tuple[str, str, str]] = Counter()
         self.pinned_by_user: Counter[str] = Counter()
+        # upstream login -> may it SET pseudo_thread_id (CONNECTION_ID() inside larger
+        # statements); learned on first refusal
+        self.thread_id_settable: dict[str, bool] = {}
         self.unpinned = trio.Event()  # replaced after each unpin (users.NAME.max_pinned)
 
     # -- configuration lookups ---------------------------------------------------

@@ -29,7 +29,9 @@ from tainted_proxy.frontend.handshake import (
 from tainted_proxy.frontend.io import ClientIO, PacketTooLarge
 from tainted_proxy.net import ConnectionClosed
 from tainted_proxy.pool.pool import PoolKey, PoolTimeout
+from tainted_proxy.state import answers
 from tainted_proxy.state import pins as pinreasons
+from tainted_proxy.state import values as statevalues
 from tainted_proxy.state.pins import Pins
 from tainted_proxy.state.settings import (
     EMPTY,
@@ -41,6 +43,7 @@ from tainted_proxy.state.settings import (
     for_charset,
     with_user_vars,
 )
+from tainted_proxy.state.values import Outcome, Values
 from tainted_proxy.taint.classifier import classify_flags
 from tainted_proxy.taint.crosscheck import may_call_stored_function
 from tainted_proxy.taint.effects import Classification, Effect
@@ -79,6 +82,7 @@ from tainted_proxy.wire.constants import (
     ER_NO_SUCH_THREAD,
     ER_PROXY_UPSTREAM,
     ER_UNKNOWN_COM_ERROR,
+    ER_UNKNOWN_ERROR,
     SERVER_SESSION_STATE_CHANGED,
     SERVER_STATUS_AUTOCOMMIT,
     SERVER_STATUS_IN_TRANS,
@@ -172,8 +176,11 @@ class ClientSession:
         self.status = SERVER_STATUS_AUTOCOMMIT
         self.pins = Pins()
         self.pin_reason: str | None = None
-        self.last_insert_id = 0
-        self.row_count = -1
+        # what the server keeps about the session's last statement (state.values)
+        self.values = Values()
+        self.seq = 0  # statements run, the second half of ServerConn.values_owner
+        self.last_up: ServerConn | None = None  # the connection it held last
+        self.values_ready: trio.Event | None = None  # set when another reads them
         # binary prepared statements, virtualized (frontend.prepared): they never pin
         self.stmts = prepared.SessionStatements()
         self._reported: dict[str, str] = {}
@@ -228,6 +235,9 @@ class ClientSession:
             io.conn.close()
 
     def _drop_upstream(self, reusable: bool) -> None:
+        last = self.last_up
+        if last is not None and last.pending_for is self:
+            last.pending_for = None  # nobody will ask for this session's values
         up, self.up = self.up, None
         if up is None:
             return
@@ -348,6 +358,7 @@ class ClientSession:
             if up.charset != login.charset:
                 await self._set_charset(up, login.charset)
             up.home_schema = login.database
+            await self._claim_thread_id(up)
         except (UpstreamError, ConnectionClosed, ProtocolError, OSError) as exc:
             self.up = None
             proxy.pool.discard(up)
@@ -360,6 +371,22 @@ class ClientSession:
             return False
         return True
 
+    async def _claim_thread_id(self, up: ServerConn) -> None:
+        """Session pooling: make CONNECTION_ID() return this session's id in any
+        statement (SET pseudo_thread_id, when the upstream login may)."""
+        settable = self.proxy.thread_id_settable
+        if up.pseudo_thread_id == self.id or not settable.get(up.user, True):
+            return
+        try:
+            await up.command_ok(com_query(b"SET SESSION pseudo_thread_id = %d" % self.id))
+        except UpstreamError as exc:
+            if exc.err is None:
+                raise
+            settable[up.user] = False
+            up.diagnostics_clean = False
+            return
+        up.pseudo_thread_id = self.id
+
     async def _acquire(
         self, key: PoolKey, want: tuple[Settings, str | None] | None, seq: int
     ) -> ServerConn | None:
@@ -371,24 +398,24 @@ class ClientSession:
         return got
 
     async def _acquire_or_error(
-        self, key: PoolKey, want: tuple[Settings, str | None] | None
+        self,
+        key: PoolKey,
+        want: tuple[Settings, str | None] | None,
+        prefer: ServerConn | None = None,
     ) -> ServerConn | ErrPacket:
         """A connection from the pool, or the ERR the client should get instead."""
         proxy = self.proxy
         try:
-            return await proxy.pool.acquire(key, proxy.config.pool.checkout_timeout, want)
+            return await proxy.pool.acquire(key, proxy.config.pool.checkout_timeout, want, prefer)
         except PoolTimeout as exc:
             proxy.stats.checkout_timeouts += 1
             return ErrPacket(
                 ER_CON_COUNT_ERROR, "08004", f"Too many connections: tainted-proxy: {exc}"
             )
         except UpstreamError as exc:
-            err = exc.err
-            if err is not None and err.code == ER_CON_COUNT_ERROR:
-                msg = f"tainted-proxy: upstream refused a new connection: {err.message}"
-            else:
-                msg = f"tainted-proxy: cannot open an upstream connection: {exc}"
-            return ErrPacket(ER_PROXY_UPSTREAM, "HY000", msg)
+            return upstream_unavailable(exc)
+        except (OSError, ConnectionClosed, ProtocolError, trio.TooSlowError) as exc:
+            return upstream_unavailable(exc)
 
     def _login_settings(self, charset: int) -> Settings:
         names = self.proxy.collations.get(charset)
@@ -404,7 +431,7 @@ class ClientSession:
         self.schema = self.pins.schema = login.database
         if not await self._checkout(None, seq, login=True):
             return False
-        self._maybe_release()
+        await self._maybe_release()
         return True
 
     def _forget_session_state(self) -> None:
@@ -415,8 +442,9 @@ class ClientSession:
         self.stmts = prepared.SessionStatements()
         self.settings = self._login_settings(self.login.charset)
         self.status = SERVER_STATUS_AUTOCOMMIT
-        self.last_insert_id = 0
-        self.row_count = -1
+        self.values.forget()
+        if self.last_up is not None and self.last_up.pending_for is self:
+            self.last_up.pending_for = None
 
     async def _set_charset(self, up: ServerConn, charset: int) -> None:
         names = self.proxy.collations.get(charset)
@@ -455,13 +483,14 @@ class ClientSession:
                 # C-speed pre-checks; only suspicious commands are copied and examined
                 if KILL_WORD.search(data, 5, size) is not None or (
                     cmd == COM_QUERY
+                    and self.mode is None
                     and bytes(data[5 : min(size, 64)]).lstrip()[:4].upper() == b"SELE"
                     and _CONNECTION_ID_RE.match(bytes(data[5:size]))
                 ):
                     payload = bytes(data[4:size])
                     if await self._answered_here(cmd, payload):
                         cbuf.consume(size)
-                        self._maybe_release()
+                        await self._maybe_release()
                         continue
             elif cmd == COM_QUIT:
                 raise SessionEnd(True)
@@ -475,7 +504,7 @@ class ClientSession:
                 with trio.fail_after(_OWN_EXCHANGE_TIMEOUT):
                     await _SPECIAL[cmd](self, payload, seq)
                 self.busy = False
-                self._maybe_release()
+                await self._maybe_release()
                 continue
             elif cmd in _UNSUPPORTED:
                 cbuf.consume(size)
@@ -604,13 +633,17 @@ class ClientSession:
             flags = self._parse_flags()
             sql = self._last_sql = bytes(cbuf.data[5:size])
             c = classify_flags(sql, flags)
+            self.seq += 1
             if c is not None:
                 if self.mode == "statement" and await self._refused_in_statement_mode(c):
                     cbuf.consume(size)
                     return
-                if c.emulable is not None and self.up is None and await self._emulate(c):
-                    cbuf.consume(size)
-                    return
+                if c.needs and c.statements == 1 and not self._owns_values():
+                    read = answers.match(sql)
+                    if read is not None and await self._answer_local(read):
+                        cbuf.consume(size)
+                        await self._maybe_release()
+                        return
                 if self.up is None and Effect.TX_END in c.effects and _PLAIN_END.match(sql):
                     # no connection held means no transaction open: nothing to end.
                     # (SQLAlchemy rolls back every connection returned to its pool.)
@@ -637,12 +670,16 @@ class ClientSession:
         assert up is not None
         if cmd == COM_SET_OPTION:
             up.options_changed = True
+        if c is not None and not await self._restore_values(c):
+            cbuf.consume(size)
+            await self._maybe_release()
+            return
         self.begin_response(c, self._last_sql if cmd == COM_QUERY else b"")
         await self._relay(cmd, size)
         await self._after_command(cmd, c)
         if self.killed:
             return
-        self._maybe_release()
+        await self._maybe_release()
 
     def _parse_flags(self) -> int:
         """Lexer flags from the sql_mode the session runs under: its settings vector is
@@ -703,20 +740,24 @@ class ClientSession:
         proxy = self.proxy
         pool = proxy.pool
         assert self.key is not None
-        up = await self._acquire_or_error(self.key, (self.settings, self.schema))
+        up = await self._acquire_or_error(self.key, (self.settings, self.schema), self.last_up)
         if isinstance(up, ErrPacket):
             return up
-        extra = ""
-        if c is not None and Effect.LAST_INSERT_ID in c.needs and self.last_insert_id:
-            # LAST_INSERT_ID() inside a bigger statement reads the connection's value:
-            # give this connection the session's
-            extra = f"last_insert_id={self.last_insert_id}"
-        if not extra and up.carries(self.settings, self.schema):
+        owner = up.pending_for
+        if owner is not None:
+            up.pending_for = None
+            if owner is not self:
+                # another session's last values are still only here: read them for it
+                await owner.collect_values(up)
+        if self.values.pending and owner is not self and self.values_ready is not None:
+            # this session's own are being read by whoever took its connection
+            await self.values_ready.wait()
+        if up.carries(self.settings, self.schema):
             self.up = up  # the exact sub-pool hit: no round trip (and no timer to arm)
             return None
         try:
             with trio.fail_after(_OWN_EXCHANGE_TIMEOUT):
-                if await up.converge(self.settings, self.schema, proxy.baseline, extra):
+                if await up.converge(self.settings, self.schema, proxy.baseline):
                     pool.stats.settings_applied += 1
         except UpstreamError as exc:
             pool.discard(up)
@@ -739,7 +780,7 @@ class ClientSession:
         self.up = up
         return None
 
-    def _maybe_release(self) -> None:
+    async def _maybe_release(self) -> None:
         """Give the connection back when no transaction and no pin holds it."""
         up = self.up
         if up is None or self.mode is None:
@@ -751,8 +792,136 @@ class ClientSession:
         self.settings = up.settings
         self.schema = up.schema
         self.status = up.status
+        values = self.values
+        if values.sequence_state:
+            # LASTVAL() state cannot be cleared but by a reset
+            values.sequence_state = False
+            self._reset_on_release = True
+        if values.pending:
+            if self._reset_on_release or up.kills_in_flight or up.options_changed:
+                await self.collect_values(up)  # the reset would lose them
+            else:
+                up.pending_for = self  # read by whoever takes the connection next
+                self.values_ready = trio.Event()
         self.up = None
+        self.last_up = up
         self._give_back(up, True)
+
+    def _owns_values(self) -> bool:
+        """The connection this session holds has its last statement's values."""
+        up = self.up
+        return up is not None and up.values_owner == (self.id, self.seq - 1)
+
+    async def collect_values(self, up: ServerConn) -> None:
+        """Read this session's pending values from ``up`` (which holds them) into its
+        copy; called by whichever session takes ``up`` next, or before a reset."""
+        values = self.values
+        queries = values.fetch_queries()
+        if queries:
+            try:
+                with trio.fail_after(_OWN_EXCHANGE_TIMEOUT):
+                    values.absorb(await up.query_many(queries))
+            except (UpstreamError, ConnectionClosed, ProtocolError, OSError, trio.TooSlowError):
+                values.lose_pending()
+                up.broken = True
+        self._values_collected()
+
+    def values_lost(self) -> None:
+        """The connection holding this session's pending values closed unread."""
+        self.values.lose_pending()
+        self._values_collected()
+
+    def _values_collected(self) -> None:
+        ready, self.values_ready = self.values_ready, None
+        if ready is not None:
+            ready.set()
+
+    async def _answer_local(self, read: answers.LocalRead) -> bool:
+        """Answer a plain read of the last statement's values from the session's copy
+        (state.answers). False when the copy cannot answer it (the values are still on
+        a connection): the statement then runs on that connection."""
+        values = self.values
+        if values.pending:
+            return False
+        assert self.login is not None
+        if values.lost and _touches(read, values.lost):
+            await self.io.send_error(
+                1105,
+                "HY000",
+                "tainted-proxy: the value of the previous statement was lost when its "
+                "upstream connection closed",
+                1,
+            )
+            return True
+        columns, rows = answers.answer(read, values, self.id)
+        values.learn_local(read.select)
+        self.proxy.stats.emulated += 1
+        await self.io.conn.send_all(
+            text_resultset(columns, rows, self.login.capabilities, status=self._status())
+        )
+        return True
+
+    async def _restore_values(self, c: Classification) -> bool:
+        """Before ``c`` runs on the held connection: when it reads values of the previous
+        statement that this connection does not have, make the connection give the
+        session's own (state.values.restore_plan). False when the client got an ERR
+        instead (what it reads cannot be restored)."""
+        needs = c.needs & _VALUE_NEEDS
+        routine = Effect.ROUTINE in c.effects or Effect.UNKNOWN in c.effects
+        if not needs and not routine:
+            return True
+        up = self.up
+        assert up is not None
+        if up.values_owner == (self.id, self.seq - 1) and (
+            Effect.CONNECTION_ID not in needs or up.pseudo_thread_id == self.id
+        ):
+            return True
+        proxy = self.proxy
+        plan = self.values.restore_plan(
+            needs | _ROUTINE_NEEDS if routine else needs,
+            up.insert_id,
+            up.diagnostics_clean,
+            self.id,
+            proxy.thread_id_settable.get(up.user, True),
+            best_effort=routine,
+        )
+        if isinstance(plan, str):
+            await self.io.send_error(
+                1235,
+                "42000",
+                f"tainted-proxy: {plan} cannot be read in {self.mode} pooling once the "
+                "connection that ran it served another statement; read it alone "
+                '(SELECT ROW_COUNT(), SHOW WARNINGS ...) or use pool_mode = "session"',
+                1,
+            )
+            return False
+        if not plan:
+            return True
+        try:
+            with trio.fail_after(_OWN_EXCHANGE_TIMEOUT):
+                results = await up.query_many(plan)
+        except (UpstreamError, ConnectionClosed, ProtocolError, OSError, trio.TooSlowError):
+            self.up = None
+            proxy.pool.discard(up)
+            raise SessionEnd(False) from None
+        if any(r is None for r in results):
+            if any(q.startswith(b"SET SESSION pseudo_thread_id") for q in plan):
+                proxy.thread_id_settable[up.user] = False
+                return await self._restore_values(c)
+            await self.io.send_error(
+                ER_PROXY_UPSTREAM,
+                "HY000",
+                "tainted-proxy: restoring per-statement values failed",
+                1,
+            )
+            return False
+        if Effect.LAST_INSERT_ID in needs:
+            up.insert_id = self.values.insert_id
+        if any(q.startswith(b"SET SESSION pseudo_thread_id") for q in plan):
+            up.pseudo_thread_id = self.id
+        if Effect.WARNINGS in needs:
+            up.diagnostics_clean = True
+        return True
 
     def _set_pin(self, reason: str | None) -> None:
         """Record the start or the end of a pin (counters, the taint ledger, the
@@ -914,7 +1083,6 @@ class ClientSession:
                 c,
                 failed=failed,
                 state_changed=self._state_changed,
-                warnings=tracker.warnings,
                 carried=frozenset(n[1:] for n in carried) if carried else frozenset(),
             )
             pins.schema = up.schema
@@ -938,12 +1106,35 @@ class ClientSession:
             if self._state_changed and cmd != COM_INIT_DB:
                 pins.pin_sticky(pinreasons.UNEXPLAINED)
             # (COM_STMT_* are handled by frontend.prepared: cursors and long data pin there)
-            pins.next_statement = None
         if not failed:
             self.status = up.status
-            if tracker.last_insert_id:
-                self.last_insert_id = tracker.last_insert_id
-            self.row_count = tracker.affected_rows if not tracker.resultset else -1
+        if cmd == COM_QUERY:
+            self._learn_values(up, c)
+
+    def _learn_values(self, up: ServerConn, c: Classification | None) -> None:
+        """The per-statement values the finished response left (state.values)."""
+        t = up.tracker
+        values = self.values
+        values.learn(
+            c,
+            self._last_sql,
+            Outcome(
+                error=_ERROR if t.error else None,
+                warnings=t.warnings,
+                last_resultset=t.last_resultset,
+                resultset=t.resultset,
+                rows=t.rows,
+                affected_rows=t.affected_rows,
+                insert_id=t.last_insert_id,
+                insert_ids=t.insert_ids,
+                statements=c.statements if c is not None else 1,
+            ),
+        )
+        up.values_owner = (self.id, self.seq)
+        up.insert_id = None if statevalues.INSERT_ID in values.pending else values.insert_id
+        up.diagnostics_clean = statevalues.diagnostics_clean_after(
+            up.diagnostics_clean, c, self._last_sql, t.error, t.warnings
+        )
 
     async def _collation_after(self, c: Classification | None, charset: str) -> str | None:
         """collation_connection after the connection charset changed: the tracker never
@@ -966,24 +1157,6 @@ class ClientSession:
             return None
         value = rows[0][0] if rows else None
         return value.decode() if value is not None else None
-
-    async def _emulate(self, c: Classification) -> bool:
-        """Answer ``SELECT LAST_INSERT_ID()`` / ``SELECT ROW_COUNT()`` from this
-        session's last OK packet: the connection that produced it is back in the pool."""
-        assert c.emulable is not None and self.login is not None
-        kind, column = c.emulable
-        if kind == "last_insert_id":
-            value = self.last_insert_id
-        elif kind == "row_count":
-            value = self.row_count
-        else:
-            return False
-        self.proxy.stats.emulated += 1
-        self.row_count = -1  # what the server's ROW_COUNT() says after this SELECT
-        await self.io.conn.send_all(
-            text_resultset([column], [[value]], self.login.capabilities, status=self.status)
-        )
-        return True
 
     # -- commands the proxy handles itself ---------------------------------------
     async def _answered_here(self, cmd: int, payload: bytes) -> bool:
@@ -1149,6 +1322,68 @@ class ClientSession:
 
 
 _FOR_WORD = re.compile(rb"\bFOR\b", re.IGNORECASE)
+
+# what the server says when it refuses an account (the proxy's upstream login)
+_ACCESS_DENIED = frozenset((1044, 1045, 1698, 1251, 1275))
+
+
+def upstream_unavailable(exc: BaseException) -> ErrPacket:
+    """The ERR a client gets when no upstream connection can be opened for it. Server
+    codes only: a client-range code (2013) during the handshake is "malformed packet" to
+    libmariadb, and drivers read 2013 as "this connection is dead"."""
+    err = exc.err if isinstance(exc, UpstreamError) else None
+    if err is not None and err.code == ER_CON_COUNT_ERROR:
+        return ErrPacket(
+            ER_CON_COUNT_ERROR,
+            "08004",
+            f"Too many connections: tainted-proxy: the upstream server refused a new "
+            f"connection: {err.message}",
+        )
+    if err is not None and err.code in _ACCESS_DENIED:
+        return ErrPacket(
+            1045,
+            "28000",
+            f"Access denied: tainted-proxy could not log in to the upstream server "
+            f"(check upstream_user / upstream_password): {err.message}",
+        )
+    return ErrPacket(
+        ER_UNKNOWN_ERROR,
+        "HY000",
+        f"tainted-proxy: cannot open an upstream connection: {exc or type(exc).__name__}",
+    )
+
+
+# the reads of the previous statement's values (state.values.restore_plan)
+_VALUE_NEEDS = frozenset(
+    (
+        Effect.LAST_INSERT_ID,
+        Effect.ROW_COUNT,
+        Effect.FOUND_ROWS,
+        Effect.WARNINGS,
+        Effect.LASTVAL,
+        Effect.CONNECTION_ID,
+    )
+)
+# what a stored routine may read, restored best-effort before a CALL
+_ROUTINE_NEEDS = frozenset((Effect.LAST_INSERT_ID, Effect.WARNINGS, Effect.CONNECTION_ID))
+# the diagnostics of an ERR are read back from the server (SHOW WARNINGS)
+_ERROR = statevalues.Condition("Error", 0, "")
+
+_ITEM_VALUE = {
+    "insert_id": statevalues.INSERT_ID,
+    "row_count": statevalues.ROW_COUNT,
+    "found_rows": statevalues.FOUND_ROWS,
+    "warning_count": statevalues.CONDITIONS,
+    "error_count": statevalues.CONDITIONS,
+    "lastval": statevalues.LASTVAL,
+}
+
+
+def _touches(read: answers.LocalRead, lost: set[str]) -> bool:
+    if read.show:
+        return statevalues.CONDITIONS in lost
+    return any(_ITEM_VALUE.get(i.kind) in lost for i in read.items)
+
 
 # settings vector -> lexer flags (a few distinct vectors in practice; bounded anyway)
 _FLAGS_BY_SETTINGS: dict[Settings, int] = {}

@@ -142,13 +142,16 @@ class Pool:
         key: PoolKey,
         timeout: float,
         want: tuple[Settings, str | None] | None = None,
+        prefer: ServerConn | None = None,
     ) -> ServerConn:
-        """An upstream connection for ``key``: idle (same key; with ``want``, the one whose
-        (settings, schema) equal it, else the nearest), new (under the caps), or a slot
-        freed by closing an idle connection of another key; else wait FIFO. The caller
-        brings the connection to the state it wants (``ServerConn.converge``)."""
+        """An upstream connection for ``key``: idle (same key; ``prefer`` if it is idle:
+        the connection the session used last still holds its per-statement values; else
+        with ``want``, the one whose (settings, schema) equal it, else the nearest), new
+        (under the caps), or a slot freed by closing an idle connection of another key;
+        else wait FIFO. The caller brings the connection to the state it wants
+        (``ServerConn.converge``)."""
         self.stats.acquired += 1
-        conn = self._take_idle(key, want)
+        conn = self._take_idle(key, want, prefer)
         if conn is not None:
             return conn
         # Waiters only remain while no slot they may use is free (a freed slot is
@@ -163,10 +166,19 @@ class Pool:
         return await self._wait(key, timeout, want)
 
     def _take_idle(
-        self, key: PoolKey, want: tuple[Settings, str | None] | None = None
+        self,
+        key: PoolKey,
+        want: tuple[Settings, str | None] | None = None,
+        prefer: ServerConn | None = None,
     ) -> ServerConn | None:
         stack = self.idle.get(key)
-        if stack and want is not None:
+        if stack and prefer is not None and stack[-1] is not prefer and prefer in stack:
+            stack.remove(prefer)
+            stack.append(prefer)
+            if want is not None and prefer.settings == want[0] and prefer.schema == want[1]:
+                self.stats.exact_hits += 1
+                want = None
+        elif stack and want is not None:
             self._settings_first(stack, want)
         while stack:
             conn = stack.pop()  # LIFO: the warmest connection

@@ -2,8 +2,10 @@
 elsewhere, tracked object by object so a pin ends as soon as the state is provably gone.
 
 ``Pins`` is updated after each statement from the classifier's verdict (what the text
-does, with object names) and from what the server said (an error, warnings, a
-``state_change`` the text does not explain). ``reason`` is the first reason that still
+does, with object names) and from what the server said (an error, a
+``state_change`` the text does not explain). Values that only the next statement may
+read (warnings, FOUND_ROWS(), LAST_INSERT_ID()) never pin: the session carries them
+(``state.values``). ``reason`` is the first reason that still
 holds, or None: then the session may give its connection back. Pure data, no I/O.
 """
 
@@ -18,7 +20,6 @@ from tainted_proxy.taint.effects import PIN_BACKUP_LOCK, PIN_REASONS, Classifica
 UNEXPLAINED = "unexplained session state change (reported by the server)"
 ROUTINE_STATE = "stored routine changed session state"
 UNKEYABLE_VAR = "session variable that cannot be re-applied"
-WARNINGS = "warnings (until the next statement)"
 SET_OPTION = "COM_SET_OPTION (multi-statements switched)"
 BINARY_CURSOR = "open cursor (COM_STMT_EXECUTE)"
 LONG_DATA = "pending COM_STMT_SEND_LONG_DATA"
@@ -29,7 +30,6 @@ _PREPARE = PIN_REASONS[Effect.PREPARE]
 _HANDLER = PIN_REASONS[Effect.HANDLER]
 _XA = PIN_REASONS[Effect.XA]
 _USER_VAR = PIN_REASONS[Effect.USER_VAR]
-_FOUND_ROWS = PIN_REASONS[Effect.FOUND_ROWS]
 _NEXT_TX = PIN_REASONS[Effect.NEXT_TX]
 
 # Effects tracked object by object below; any other pin the classifier reports is sticky.
@@ -117,7 +117,6 @@ class Pins:
         "xa",
         "user_vars",
         "sticky",
-        "next_statement",
         "next_tx",
         "protocol",
         "schema",
@@ -136,8 +135,6 @@ class Pins:
         self.user_vars: set[str] = set()
         # never cleared while the session lives (the connection is reset when it ends)
         self.sticky: str | None = None
-        # holds for exactly one more statement (FOUND_ROWS, warnings)
-        self.next_statement: str | None = None
         self.next_tx = False
         # protocol-level holds (cursor, long data), set and cleared by the session
         self.protocol: str | None = None
@@ -169,7 +166,7 @@ class Pins:
             return _USER_VAR
         if self.next_tx:
             return _NEXT_TX
-        return self.next_statement
+        return None
 
     def clear(self) -> None:
         """COM_RESET_CONNECTION / COM_CHANGE_USER: the server forgot everything."""
@@ -194,18 +191,14 @@ class Pins:
         *,
         failed: bool,
         state_changed: bool,
-        warnings: int,
         carried: frozenset[str] = frozenset(),
     ) -> None:
         """Account for one completed COM_QUERY: ``c`` is its classification (None when
         the gate proved it clean), ``failed`` whether it ended with an ERR,
         ``state_changed`` whether the server reported a ``state_change``."""
-        self.next_statement = None
         if c is None or not c.effects:
             if state_changed:
                 self.pin_sticky(UNEXPLAINED)
-            if warnings:
-                self.next_statement = WARNINGS
             return
         effects = c.effects
         # A failed statement may still have done part of its work (GET_LOCK in a SELECT
@@ -315,7 +308,3 @@ class Pins:
             self.next_tx = True
         elif effects & {Effect.TX_BEGIN, Effect.TX_END}:
             self.next_tx = False
-        if Effect.FOUND_ROWS in effects and c.pin is not None:
-            self.next_statement = _FOUND_ROWS
-        elif warnings:
-            self.next_statement = WARNINGS

@@ -79,6 +79,10 @@ class Effect(enum.StrEnum):
     LASTVAL = "lastval"
     #: SHOW WARNINGS/ERRORS, SHOW COUNT(*) …, GET DIAGNOSTICS, @@warning_count
     WARNINGS = "warnings"
+    #: CONNECTION_ID() reads (the proxy's client id, not the upstream thread's)
+    CONNECTION_ID = "connection_id"
+    #: NEXTVAL(s), NEXT VALUE FOR s: sets the session's LASTVAL(s)
+    SEQUENCE = "sequence"
     #: HANDLER … OPEN / READ / CLOSE
     HANDLER = "handler"
     #: CALL …, BEGIN NOT ATOMIC …: effects unknown until the server reports them
@@ -141,6 +145,7 @@ NEEDS_NAMES: frozenset[str] = frozenset(
         Effect.ROW_COUNT,
         Effect.LASTVAL,
         Effect.WARNINGS,
+        Effect.CONNECTION_ID,
     }
 )
 

@@ -15,7 +15,7 @@ the triggers to be written: ``@`` (user variables, ``INTO @x``, ``@@identity``,
 ``@@warning_count``), ``/*!`` and ``/*M!`` (executable comments), ``_LOCK`` and
 ``UNLOCK`` (all lock functions), ``FOUND_ROWS`` (also SQL_CALC_FOUND_ROWS),
 ``LAST_INSERT_ID``, ``ROW_COUNT``, ``LASTVAL``, ``PREVIOUS`` (PREVIOUS VALUE
-FOR).  So "no trigger in the raw text" implies "no trigger in the code".
+FOR), ``NEXT`` (NEXTVAL, NEXT VALUE FOR), ``CONNECTION_ID``.  So "no trigger in the raw text" implies "no trigger in the code".
 
 When a trigger does occur and the text contains something that could hide it
 (a quote, ``#``, ``--`` or ``/*``), the gate strips string literals, quoted
@@ -48,6 +48,8 @@ TRIGGERS = (
     "ROW_COUNT",
     "LASTVAL",
     "PREVIOUS",
+    "NEXT",
+    "CONNECTION_ID",
 )
 
 #: Statements whose effects can only come from their expressions.
@@ -78,7 +80,7 @@ def _strip_pattern(flags: int) -> str:
 
 _head = re.compile(_HEAD).match
 _strips = [re.compile(_strip_pattern(f), re.DOTALL).sub for f in range(4)]
-_T0, _T1, _T2, _T3, _T4, _T5, _T6, _T7, _T8, _T9 = TRIGGERS
+_T0, _T1, _T2, _T3, _T4, _T5, _T6, _T7, _T8, _T9, _T10, _T11 = TRIGGERS
 _HIDERS = ("'", '"', "`", "#", "--", "/*")
 
 
@@ -94,6 +96,8 @@ def _no_trigger(u: str) -> bool:
         or _T7 in u
         or _T8 in u
         or _T9 in u
+        or _T10 in u
+        or _T11 in u
     )
 
 

@@ -213,6 +213,8 @@ FUNCTIONS: dict[str, str] = {
     "LAST_INSERT_ID": Effect.LAST_INSERT_ID,
     "ROW_COUNT": Effect.ROW_COUNT,
     "LASTVAL": Effect.LASTVAL,
+    "CONNECTION_ID": Effect.CONNECTION_ID,
+    "NEXTVAL": Effect.SEQUENCE,
 }
 
 
@@ -235,7 +237,9 @@ def scan(
                 _function(toks, j, hi, what, acc)
             elif k == WORD:
                 if v == "SQL_CALC_FOUND_ROWS":
-                    acc.pin_default(Effect.FOUND_ROWS)
+                    # the proxy reads FOUND_ROWS() before the connection goes back
+                    acc.add(Effect.FOUND_ROWS)
+                    acc.objects.append(("calc_found_rows", None))
                 elif v == "INTO":
                     m = j + 1
                     while m < hi and toks[m].kind == USERVAR:
@@ -246,6 +250,9 @@ def scan(
                             break
                 elif v == "PREVIOUS" and _w(toks, j + 1) == "VALUE" and _w(toks, j + 2) == "FOR":
                     acc.need(Effect.LASTVAL)
+                elif v == "NEXT" and _w(toks, j + 1) == "VALUE" and _w(toks, j + 2) == "FOR":
+                    acc.add(Effect.SEQUENCE)
+                    acc.objects.append(("nextval", None))
         elif k == USERVAR:
             if any_uservar_assigns or _is_op(toks, j + 1, ":="):
                 acc.user_var(t.value, None)
@@ -275,12 +282,14 @@ def _function(toks: list[Token], j: int, hi: int, what: str, acc: Acc) -> None:
     elif what == Effect.LAST_INSERT_ID:
         if _is_op(toks, j + 2, ")"):
             acc.need(Effect.LAST_INSERT_ID)
-        elif acc.head in _WRITES:
-            # LAST_INSERT_ID(expr) in INSERT/UPDATE: the OK packet reports the
-            # value, so the proxy can answer later reads itself.
+        else:
+            # LAST_INSERT_ID(expr) sets the value later reads return: the proxy reads
+            # it back before the connection goes to another session
             acc.add(Effect.LAST_INSERT_ID)
-        else:  # it sets the value the next read returns, unseen by the proxy
-            acc.pin_default(Effect.LAST_INSERT_ID)
+            acc.objects.append(("set_last_insert_id", None))
+    elif what == Effect.SEQUENCE:
+        acc.add(Effect.SEQUENCE)
+        acc.objects.append(("nextval", None))
     else:
         acc.need(what)
 

@@ -185,3 +185,4 @@ BINARY_FLAG = 0x0080
 
 # collation id of the "binary" character set (numeric columns in result sets)
 BINARY_CHARSET_ID = 63
+ER_UNKNOWN_ERROR = 1105  # HY000

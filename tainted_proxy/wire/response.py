@@ -112,6 +112,9 @@ class ResponseTracker:
         "prepared_stmt_id",
         "eof_ssc",
         "resultset",
+        "rows",
+        "last_resultset",
+        "insert_ids",
     )
 
     def __init__(self, deprecate_eof: bool) -> None:
@@ -136,7 +139,13 @@ class ResponseTracker:
         # a classic EOF ended rows with SERVER_SESSION_STATE_CHANGED: the server changed
         # session state but an EOF has no room for the tracker's data (it is lost)
         self.eof_ssc = False
-        self.resultset = False  # the response had a result set (ROW_COUNT() is then -1)
+        self.resultset = False  # the response had a result set
+        # rows of the last result set (FOUND_ROWS() without SQL_CALC_FOUND_ROWS)
+        self.rows = 0
+        # the last result was a result set, not an OK (ROW_COUNT() is then -1)
+        self.last_resultset = False
+        # OK packets of this response that carried a non-zero insert id
+        self.insert_ids = 0
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, command: int) -> None:
@@ -146,6 +155,9 @@ class ResponseTracker:
         self.cursor_opened = False
         self.eof_ssc = False
         self.resultset = False
+        self.rows = 0
+        self.last_resultset = False
+        self.insert_ids = 0
         self.affected_rows = 0
         self.last_insert_id = 0
         self._binary = command == COM_STMT_EXECUTE
@@ -220,6 +232,7 @@ class ResponseTracker:
                     first = buf[body]
                     if (first != 0xFE or length >= MAX_PAYLOAD) and first != 0xFF:
                         # a row: forward what we have, even if incomplete
+                        self.rows += 1
                         if length == MAX_PAYLOAD:
                             self._continuing = True
                         if stop > end:
@@ -267,6 +280,8 @@ class ResponseTracker:
             raise ProtocolError("OK packet too short") from exc
         self.status = buf[p] | buf[p + 1] << 8
         self.warnings = buf[p + 2] | buf[p + 3] << 8
+        if self.last_insert_id:
+            self.insert_ids += 1
         if self.collect_ok:
             self.ok_packets.append((body, stop))
 
@@ -282,6 +297,7 @@ class ResponseTracker:
         if state == FIRST:
             if first == 0x00:
                 self._ok(buf, body, stop)
+                self.last_resultset = False
                 self.results += 1
                 self.state = FIRST if self.status & SERVER_MORE_RESULTS_EXISTS else DONE
             elif first == 0xFB:
@@ -297,6 +313,8 @@ class ResponseTracker:
                 if n == 0:
                     raise ProtocolError("result set with zero columns")
                 self.resultset = True
+                self.last_resultset = True
+                self.rows = 0
                 self._remaining = n
                 self.state = COLUMNS
         elif state == COLUMNS:
@@ -333,6 +351,7 @@ class ResponseTracker:
                 else:
                     self.state = ROWS
             else:
+                self.rows += 1
                 self.state = ROWS  # that was the first row
         elif state == ROWS:
             # only terminators reach here (rows are cut through in scan)

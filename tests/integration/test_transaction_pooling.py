@@ -710,13 +710,11 @@ def test_binary_prepared_statements_never_closed_keep_working_across_transaction
 
 _probe_keys = itertools.count(1)
 
-ISSUE_8 = pytest.mark.xfail(
-    strict=True, reason="issue 8: LAST_INSERT_ID() inside larger statements"
-)
-ISSUE_8_ROW_COUNT = pytest.mark.xfail(
+ROW_COUNT_LIMIT = pytest.mark.xfail(
     strict=True,
-    reason="issue 8: ROW_COUNT() inside larger statements reads the shared connection's "
-    "value (the other session's last statement), not the session's own",
+    reason="known limit (specs/pooling.md V3): a positive ROW_COUNT() read inside a larger "
+    "statement after another session used the connection cannot be restored; the client "
+    "gets ERR 1235 instead of a wrong value (test_session_isolation.py proves the rest)",
 )
 
 
@@ -790,7 +788,7 @@ def test_last_insert_id_inside_a_larger_statement_is_the_sessions_own(
         close_all(a, b)
 
 
-@pytest.mark.parametrize("how", server_reads(ISSUE_8))
+@pytest.mark.parametrize("how", server_reads())
 def test_last_insert_id_of_a_session_that_inserted_nothing_is_zero_on_a_shared_connection(
     pooling_proxy, connect, tables, how
 ):
@@ -845,7 +843,7 @@ def test_last_insert_id_survives_statements_that_insert_nothing_as_on_the_server
         close_all(a, b)
 
 
-@pytest.mark.parametrize("how", ["plain", *server_reads(ISSUE_8_ROW_COUNT)])
+@pytest.mark.parametrize("how", ["plain", *server_reads(ROW_COUNT_LIMIT)])
 def test_row_count_is_the_sessions_own_on_a_shared_connection_as_on_the_server(
     pooling_proxy, connect, tables, how
 ):

@@ -6,7 +6,9 @@ with what the server would have said (error, warnings, state_change)."""
 
 from __future__ import annotations
 
-from tainted_proxy.state.pins import ROUTINE_STATE, UNEXPLAINED, WARNINGS, Pins
+import pytest
+
+from tainted_proxy.state.pins import ROUTINE_STATE, UNEXPLAINED, Pins
 from tainted_proxy.taint import PIN_REASONS, Effect, classify
 from tainted_proxy.taint.classifier import classify_flags
 
@@ -17,7 +19,6 @@ PREPARE = PIN_REASONS[Effect.PREPARE]
 HANDLER = PIN_REASONS[Effect.HANDLER]
 XA = PIN_REASONS[Effect.XA]
 USER_VAR = PIN_REASONS[Effect.USER_VAR]
-FOUND_ROWS = PIN_REASONS[Effect.FOUND_ROWS]
 
 
 def run(
@@ -26,12 +27,9 @@ def run(
     *,
     failed: bool = False,
     state_changed: bool = False,
-    warnings: int = 0,
 ) -> str | None:
     """One completed COM_QUERY; returns the pin reason afterwards."""
-    pins.after_statement(
-        classify(sql), failed=failed, state_changed=state_changed, warnings=warnings
-    )
+    pins.after_statement(classify(sql), failed=failed, state_changed=state_changed)
     return pins.reason()
 
 
@@ -245,40 +243,22 @@ def test_select_into_user_variable_pins():
     assert run(p, "SELECT 1 INTO @z") == USER_VAR
 
 
-# -- one-statement holds -----------------------------------------------------------
+# -- values of the last statement never pin (state.values carries them) ---------------
 
 
-def test_sql_calc_found_rows_holds_for_exactly_one_more_statement():
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1",
+        "INSERT INTO t VALUES ('x')",
+        "SELECT LAST_INSERT_ID(5)",
+        "DO LAST_INSERT_ID(5)",
+        "SELECT NEXTVAL(s)",
+    ],
+)
+def test_statement_leaving_a_value_for_the_next_one_does_not_pin(sql: str):
     p = Pins()
-    assert run(p, "SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1") == FOUND_ROWS
-    assert run(p, "SELECT FOUND_ROWS()") is None
-
-
-def test_sql_calc_found_rows_hold_ends_after_any_next_statement():
-    p = Pins()
-    run(p, "SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1")
-    assert run(p, "SELECT 1") is None
-
-
-def test_warnings_hold_for_one_statement():
-    p = Pins()
-    assert run(p, "INSERT INTO t VALUES ('x')", warnings=2) == WARNINGS
-    assert run(p, "SHOW WARNINGS") is None
-
-
-def test_warnings_of_a_statement_with_effects_also_hold_for_one_statement():
-    p = Pins()
-    assert run(p, "SET time_zone = '+01:00'", state_changed=True, warnings=1) == WARNINGS
-    assert run(p, "SELECT 1") is None
-
-
-def test_warnings_do_not_replace_a_lasting_pin():
-    p = Pins()
-    run(p, "SET @a = 1", state_changed=True)
-    assert run(p, "SELECT 1", warnings=1) == USER_VAR
-    assert p.next_statement == WARNINGS
-    run(p, "SET @a = NULL", state_changed=True)
-    assert p.reason() is None
+    assert run(p, sql) is None
 
 
 # -- failures ----------------------------------------------------------------------
@@ -333,13 +313,13 @@ def test_state_change_of_a_gate_clean_statement_pins_as_unexplained():
     sql = "SELECT * FROM t WHERE id = 1"
     assert classify_flags(sql) is None  # the gate proved it clean: the session passes None
     p = Pins()
-    p.after_statement(None, failed=False, state_changed=True, warnings=0)
+    p.after_statement(None, failed=False, state_changed=True)
     assert p.reason() == UNEXPLAINED
 
 
 def test_unexplained_state_change_is_sticky():
     p = Pins()
-    p.after_statement(None, failed=False, state_changed=True, warnings=0)
+    p.after_statement(None, failed=False, state_changed=True)
     run(p, "SET @a = 1", state_changed=True)
     run(p, "SET @a = NULL", state_changed=True)
     run(p, "SELECT 1")
@@ -374,8 +354,8 @@ def test_set_time_zone_with_state_change_does_not_pin():
 
 def test_statement_with_an_unrepeatable_pin_is_sticky():
     p = Pins()
-    reason = run(p, "SELECT LAST_INSERT_ID(5)")
-    assert reason == PIN_REASONS[Effect.LAST_INSERT_ID]
+    reason = run(p, "SET insert_id = 5")
+    assert reason is not None
     run(p, "SELECT 1")
     assert p.reason() == reason
 
@@ -392,14 +372,14 @@ def test_clear_forgets_everything():
     run(p, "HANDLER t OPEN")
     run(p, "SET @a = 1", state_changed=True)
     run(p, "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", state_changed=True)
-    p.after_statement(None, failed=False, state_changed=True, warnings=3)
+    p.after_statement(None, failed=False, state_changed=True)
     p.protocol = "open cursor (COM_STMT_EXECUTE)"
     assert p.reason() == UNEXPLAINED
     p.clear()
     assert p.reason() is None
     assert not (p.temp_tables or p.locks or p.prepared or p.handlers or p.user_vars)
     assert not p.table_locks and p.sticky is None and p.protocol is None
-    assert not p.xa and not p.next_tx and p.next_statement is None
+    assert not p.xa and not p.next_tx
 
 
 def test_backup_unlock_leaves_lock_tables_pinned():

@@ -356,8 +356,8 @@ CASES: list[tuple[str, str, dict[str, str | None] | None]] = [
     ("SELECT ROW_COUNT()", "row_count", None),
     ("SELECT LASTVAL(s)", "lastval", None),
     ("SELECT PREVIOUS VALUE FOR s", "lastval", None),
-    ("SELECT NEXTVAL(s)", "", None),
-    ("SELECT NEXT VALUE FOR s", "", None),
+    ("SELECT NEXTVAL(s)", "sequence", None),
+    ("SELECT NEXT VALUE FOR s", "sequence", None),
     # ---- warnings and diagnostics
     ("SHOW WARNINGS", "warnings", None),
     ("SHOW WARNINGS LIMIT 10", "warnings", None),
@@ -484,7 +484,7 @@ CASES: list[tuple[str, str, dict[str, str | None] | None]] = [
     ("SELECT 1--1", "", None),
     ("SELECT * FROM `t;SET @x=1`", "", None),
     ("SELECT /*+ MAX_EXECUTION_TIME(1000) */ * FROM t", "", None),
-    ("SELECT CONNECTION_ID()", "", None),
+    ("SELECT CONNECTION_ID()", "connection_id", None),
     ("HELP 'SET'", "", None),
     ("/* leading comment */ SELECT 1", "", None),
     # ---- multi-statement texts carry every statement's effects
