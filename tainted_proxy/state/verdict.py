@@ -44,8 +44,8 @@ UNTIL_SESSION_ENDS = "until the session ends (logout, COM_RESET_CONNECTION, COM_
 #: How long a transaction holds the connection.
 UNTIL_COMMIT = "until COMMIT or ROLLBACK"
 UNTIL_COMMIT_AUTOCOMMIT_OFF = (
-    "until COMMIT or ROLLBACK, for every transaction: with autocommit=0 the first "
-    "statement that touches a table opens one"
+    "until COMMIT or ROLLBACK, for every transaction (autocommit=0: the first statement "
+    "that touches a table opens one)"
 )
 
 # Effects for which the server sends a session ``state_change`` (what makes
