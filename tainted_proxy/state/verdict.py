@@ -240,9 +240,9 @@ def verdict(c: Classification | None, sql: str, mode: str) -> Verdict:
         notes.append(f"pins when the server reports a session state change: {may_pin}")
     if reason is None and c.pin is not None:
         notes.append(
-            f"does not pin although the classifier's rule says '{c.pin}'"
-            + (": the session carries it" if carried_vars else "")
-            + "; with users.NAME.max_pinned set it still waits for a pin slot first"
+            f"does not pin, though the classifier's rule says '{c.pin}'"
+            + (" (the session carries it)" if carried_vars else "")
+            + ": under users.NAME.max_pinned it still waits for a pin slot first"
         )
     if Effect.DISCONNECT in effects:
         notes.append("the server closes the connection afterwards (RELEASE)")

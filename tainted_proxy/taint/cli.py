@@ -292,6 +292,8 @@ def _sentence(v: Verdict) -> str:
         return "reset at logout" if v.resets else "nothing to reset at logout"
     if kind == "carried":
         return "carried with the session; the connection goes back to the pool"
+    if kind == "resets":
+        return "the connection goes back to the pool, reset first"
     return "the connection goes back to the pool"
 
 
