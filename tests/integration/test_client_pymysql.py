@@ -94,26 +94,25 @@ def test_use_without_a_default_database_does_not_leak_to_the_next_client(pooling
     # One upstream connection, of a login of its own: every client gets that same one.
     p = pooling_proxy("session", max_connections=1)
 
-    def upstream_thread(cur: Any) -> int:
-        cur.execute("SELECT @@pseudo_thread_id")
-        (tid,) = cur.fetchone()
+    def upstream_thread() -> int:
+        """The server thread id of the proxy's only connection (its login has no other)."""
         ids = p.server.execute(
             "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s", (p.upstream_user,)
         )
-        assert ids == [(tid,)]  # the only connection of the proxy's login
-        return tid
+        assert len(ids) == 1, ids
+        return int(ids[0][0])
 
     with _open(p.port, database=None) as c, c.cursor() as cur:
         cur.execute("USE mysql")
-        first = upstream_thread(cur)
+        first = upstream_thread()
     with _open(p.port, database=None) as c, c.cursor() as cur:
         cur.execute("SELECT DATABASE()")
         assert cur.fetchone() == (None,)
-        assert upstream_thread(cur) == first  # the connection USE ran on, cleared
+        assert upstream_thread() == first  # the connection USE ran on, cleared
     with _open(p.port, database="test") as c, c.cursor() as cur:
         cur.execute("USE mysql")
-        assert upstream_thread(cur) == first
+        assert upstream_thread() == first
     with _open(p.port, database=None) as c, c.cursor() as cur:
         cur.execute("SELECT DATABASE()")
         assert cur.fetchone() == (None,)
-        assert upstream_thread(cur) == first
+        assert upstream_thread() == first
