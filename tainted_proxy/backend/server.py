@@ -19,6 +19,7 @@ import trio
 
 from tainted_proxy.net import Conn, ConnectionClosed, TlsConn, open_tcp, open_unix
 from tainted_proxy.state.settings import EMPTY, TRACKING_SQL, Baseline, Settings, settings_sql
+from tainted_proxy.state.sql_prepared import ConnSqlStatements
 from tainted_proxy.wire import auth as wauth
 from tainted_proxy.wire.buffer import PacketBuffer, join_payload
 from tainted_proxy.wire.codec import frame
@@ -100,6 +101,9 @@ class UpstreamTarget:
         return ctx
 
 
+_CLEAR_PROFILES = (b"SET SESSION profiling = 1, profiling_history_size = 0", b"DO 0")
+
+
 class PendingValues(Protocol):
     """A session whose last statement's values are still only on a connection."""
 
@@ -143,6 +147,7 @@ class ServerConn:
         "diagnostics_clean",
         "pending_for",
         "pseudo_thread_id",
+        "sql_statements",
     )
 
     def __init__(self, conn: Conn | TlsConn, capabilities: int, user: str) -> None:
@@ -195,6 +200,8 @@ class ServerConn:
         self.pending_for: PendingValues | None = None
         # the client id CONNECTION_ID() returns here (SET pseudo_thread_id), if set
         self.pseudo_thread_id: int | None = None
+        # SQL-level prepared statements held here (state.sql_prepared.ConnSqlStatements)
+        self.sql_statements: ConnSqlStatements = ConnSqlStatements()
 
     def __repr__(self) -> str:
         return f"<ServerConn #{self.serial} thread={self.thread_id} user={self.user}>"
@@ -296,10 +303,17 @@ class ServerConn:
         tracking = self.tracking
         msgs = [frame(com_reset_connection(), 0)[0], frame(com_init_db(schema), 0)[0]]
         if self.mariadb:
+            # MariaDB's reset keeps the SHOW PROFILES history (other sessions' SQL text):
+            # empty it first
+            msgs[:0] = [frame(com_query(q), 0)[0] for q in _CLEAR_PROFILES]
+        if self.mariadb:
             msgs.append(frame(com_query(self._set_role_sql()), 0)[0])
         if tracking:
             msgs.append(frame(com_query(TRACKING_SQL), 0)[0])
         await self.conn.send_all(b"".join(msgs))
+        if self.mariadb:
+            for _ in _CLEAR_PROFILES:
+                await self._read_ok(COM_QUERY)
         await self._read_ok(COM_RESET_CONNECTION)
         self._forget_session()
         self.charset = self.handshake_charset
@@ -322,6 +336,7 @@ class ServerConn:
         self.insert_id = 0
         self.diagnostics_clean = True
         self.pseudo_thread_id = None
+        self.sql_statements.clear()
         forget = getattr(self.statements, "forget_all", None)
         if forget is not None:
             forget()
@@ -405,6 +420,9 @@ class ServerConn:
             attributes={},
         ).encode(self.capabilities)
         tracking = self.tracking
+        if self.mariadb:
+            for q in _CLEAR_PROFILES:  # COM_CHANGE_USER keeps them too (see reset)
+                await self.command_ok(com_query(q))
         await self.send_payload(payload, 0)
         await self._auth_exchange(self._plugin, self._scramble, after_change_user=True)
         self._forget_session()

@@ -198,7 +198,7 @@ def env_of(s: ClientSession, up: ServerConn) -> Env:
     return tuple(have.get(n, base.get(n, "")) for n in PARSE_VARS)
 
 
-def _set_env(s: ClientSession, env: Env, no_backslash_escapes: bool) -> bytes:
+def set_env(s: ClientSession, env: Env, no_backslash_escapes: bool) -> bytes:
     literal = s.proxy.baseline.literal
     parts = [
         f"{n}={literal(n, v, no_backslash_escapes)}" for n, v in zip(PARSE_VARS, env, strict=True)
@@ -512,8 +512,8 @@ async def _upstream_prepare(
     post: list[bytes] = []
     current = env_of(s, up)
     if env != current:
-        pre.append(_set_env(s, env, "NO_BACKSLASH_ESCAPES" in current[0]))
-        post.append(_set_env(s, current, "NO_BACKSLASH_ESCAPES" in env[0]))
+        pre.append(set_env(s, env, "NO_BACKSLASH_ESCAPES" in current[0]))
+        post.append(set_env(s, current, "NO_BACKSLASH_ESCAPES" in env[0]))
     if schema is not None and up.schema is not None and schema != up.schema:
         pre.append(com_init_db(schema))
         post.insert(0, com_init_db(up.schema))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from tainted_proxy.backend.server import ServerConn, UpstreamError
-from tainted_proxy.frontend import prepared
+from tainted_proxy.frontend import prepared, sql_prepared
 from tainted_proxy.frontend.guard import KILL_WORD, KillRequest, Refusal, vet_kill
 from tainted_proxy.frontend.handshake import (
     SEMANTIC_CAPABILITIES,
@@ -43,7 +43,9 @@ from tainted_proxy.state.settings import (
     for_charset,
     with_user_vars,
 )
+from tainted_proxy.state.sql_prepared import SessionSqlStatements
 from tainted_proxy.state.values import Outcome, Values
+from tainted_proxy.state.verdict import opens_transaction, verdict
 from tainted_proxy.taint.classifier import classify_flags
 from tainted_proxy.taint.crosscheck import may_call_stored_function
 from tainted_proxy.taint.effects import Classification, Effect
@@ -183,6 +185,8 @@ class ClientSession:
         self.values_ready: trio.Event | None = None  # set when another reads them
         # binary prepared statements, virtualized (frontend.prepared): they never pin
         self.stmts = prepared.SessionStatements()
+        # SQL-level PREPARE name FROM '...', virtualized (frontend.sql_prepared)
+        self.sql_statements = SessionSqlStatements()
         self._reported: dict[str, str] = {}
         self._reported_schema: str | None = None
         self._schema_changed = False
@@ -250,7 +254,9 @@ class ClientSession:
         (session pooling; a transaction, a pin or unread state change in pooled modes), or
         released as it is, to the sub-pool of the settings it carries."""
         pool = self.proxy.pool
-        if up.kills_in_flight or up.options_changed or not reusable:
+        if up.kills_in_flight or up.options_changed or not reusable or self.pins.xa:
+            # (an XA transaction: COM_RESET_CONNECTION of a PREPARED one leaves it
+            # orphaned with its locks on MariaDB 10.11; closing lets XA RECOVER see it)
             pool.discard(up)
         elif self.mode is None:
             pool.release_for_reset(up, self.proxy.default_schema_for(up))
@@ -440,6 +446,7 @@ class ClientSession:
         assert self.login is not None
         self.pins.clear()
         self.stmts = prepared.SessionStatements()
+        self.sql_statements = SessionSqlStatements()
         self.settings = self._login_settings(self.login.charset)
         self.status = SERVER_STATUS_AUTOCOMMIT
         self.values.forget()
@@ -651,9 +658,19 @@ class ClientSession:
                     assert self.login is not None
                     await io.conn.send_all(ok_response(self.login.capabilities, status=self.status))
                     return
-                if c.pin is not None and not await self._wait_for_pin_slot(c.pin):
-                    cbuf.consume(size)
-                    return
+                if sql_prepared.touches(c):
+                    early = sql_prepared.answer_without_connection(self, sql)
+                    if early is not None:
+                        cbuf.consume(size)
+                        await self._answer_sql_prepared(c, sql, early)
+                        return
+                if c.pin is not None:
+                    # users.NAME.max_pinned counts what would really pin (state.verdict:
+                    # a literal user variable or PREPARE is carried, never pinned)
+                    would = verdict(c, sql.decode("utf-8", "surrogateescape"), self.mode).pins
+                    if would is not None and not await self._wait_for_pin_slot(would):
+                        cbuf.consume(size)
+                        return
         elif cmd == COM_PING and self.up is None:
             cbuf.consume(size)
             assert self.login is not None
@@ -670,12 +687,28 @@ class ClientSession:
         assert up is not None
         if cmd == COM_SET_OPTION:
             up.options_changed = True
-        if c is not None and not await self._restore_values(c):
+        virtual = sql_prepared.touches(c)
+        extra_needs: frozenset[str] = frozenset()
+        if virtual:
+            self.busy = True
+            await sql_prepared.before_execute(self, up, self._last_sql)
+            self.busy = False
+            extra_needs = sql_prepared.needs_of(self, self._last_sql)
+        if c is not None and not await self._restore_values(c, extra_needs):
             cbuf.consume(size)
             await self._maybe_release()
             return
         self.begin_response(c, self._last_sql if cmd == COM_QUERY else b"")
         await self._relay(cmd, size)
+        if virtual:
+            assert c is not None
+            sql_prepared.after(self, up, c, self._last_sql, up.tracker.error)
+            if sql_prepared.executes_clean_text(self, self._last_sql):
+                # the server runs the statement in the schema it was prepared in and
+                # switches back, and reports that as a change: nothing else changed
+                up.tracker.eof_ssc = False
+                if not self._schema_changed or self._reported_schema == up.schema:
+                    self._state_changed = self._schema_changed = False
         await self._after_command(cmd, c)
         if self.killed:
             return
@@ -710,7 +743,7 @@ class ClientSession:
     async def _refused_in_statement_mode(self, c: Classification) -> bool:
         """Statement mode: refuse (ERR 1235, before anything reaches the server) a
         statement that would open a transaction outliving it."""
-        if self.mode != "statement" or not _opens_transaction(c):
+        if self.mode != "statement" or not opens_transaction(c):
             return False
         self.proxy.stats.refused_in_statement_mode += 1
         await self.io.send_error(
@@ -861,12 +894,31 @@ class ClientSession:
         )
         return True
 
-    async def _restore_values(self, c: Classification) -> bool:
+    async def _answer_sql_prepared(
+        self, c: Classification, sql: bytes, early: tuple[str, object]
+    ) -> None:
+        """EXECUTE / DEALLOCATE answered without a connection (frontend.sql_prepared)."""
+        assert self.login is not None
+        kind, detail = early
+        if kind == "error":
+            code, state, message = detail  # type: ignore[misc]
+            await self.io.send_error(code, state, message, 1)
+            self.values.learn(c, sql, Outcome(error=statevalues.Condition("Error", code, message)))
+            self.values.pending.discard(statevalues.CONDITIONS)
+            self.values.conditions = (statevalues.Condition("Error", code, message),)
+        else:
+            await self.io.conn.send_all(ok_response(self.login.capabilities, status=self._status()))
+            self.values.learn(c, sql, Outcome())
+        await self._maybe_release()
+
+    async def _restore_values(
+        self, c: Classification, extra_needs: frozenset[str] = frozenset()
+    ) -> bool:
         """Before ``c`` runs on the held connection: when it reads values of the previous
         statement that this connection does not have, make the connection give the
         session's own (state.values.restore_plan). False when the client got an ERR
         instead (what it reads cannot be restored)."""
-        needs = c.needs & _VALUE_NEEDS
+        needs = (c.needs | extra_needs) & _VALUE_NEEDS
         routine = Effect.ROUTINE in c.effects or Effect.UNKNOWN in c.effects
         if not needs and not routine:
             return True
@@ -907,7 +959,7 @@ class ClientSession:
         if any(r is None for r in results):
             if any(q.startswith(b"SET SESSION pseudo_thread_id") for q in plan):
                 proxy.thread_id_settable[up.user] = False
-                return await self._restore_values(c)
+                return await self._restore_values(c, extra_needs)
             await self.io.send_error(
                 ER_PROXY_UPSTREAM,
                 "HY000",
@@ -1390,19 +1442,6 @@ _FLAGS_BY_SETTINGS: dict[Settings, int] = {}
 
 # COMMIT / ROLLBACK that only end a transaction (no AND CHAIN, RELEASE, TO SAVEPOINT)
 _PLAIN_END = re.compile(rb"^\s*(?:COMMIT|ROLLBACK)(?:\s+WORK)?\s*;?\s*$", re.IGNORECASE)
-
-
-def _opens_transaction(c: Classification) -> bool:
-    """Would this text open a transaction that outlives it (refused in statement mode)?"""
-    if Effect.TX_BEGIN in c.effects:
-        return True
-    if any(action == "xa_start" for action, _ in c.objects):
-        return True
-    if "autocommit" not in c.settings:
-        return False
-    autocommit = c.settings["autocommit"]
-    # an expression (None) cannot be proven to leave autocommit on
-    return autocommit is None or autocommit.upper() not in ("1", "ON", "TRUE")
 
 
 _SPECIAL = {

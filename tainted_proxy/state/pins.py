@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from tainted_proxy.state.sql_prepared import parse_prepare
 from tainted_proxy.taint.effects import PIN_BACKUP_LOCK, PIN_REASONS, Classification, Effect
 
 # Reasons of the proxy's own (the classifier's are in taint.effects.PIN_REASONS).
@@ -59,6 +60,10 @@ _RENAME = re.compile(r"\bRENAME\b", re.IGNORECASE)
 
 def _text(c: Classification) -> str:
     return c.sql if isinstance(c.sql, str) else c.sql.decode("latin-1")
+
+
+def _raw(c: Classification) -> bytes:
+    return c.sql if isinstance(c.sql, bytes) else c.sql.encode("utf-8", "surrogateescape")
 
 
 _PREPARE_TEXT = re.compile(
@@ -263,7 +268,11 @@ class Pins:
                 if key is None:
                     self.pin_sticky(_PREPARE)
                 else:
-                    self.prepared.add(key)
+                    if c.statements == 1 and parse_prepare(_raw(c), c.flags) is not None:
+                        # PREPARE name FROM '<literal>': virtualized (state.sql_prepared)
+                        self.prepared.discard(key)
+                    else:
+                        self.prepared.add(key)
                     if _prepared_text_is_clean(_text(c), key, c.flags):
                         self.prepared_clean.add(key)
                     else:

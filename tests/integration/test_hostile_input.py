@@ -73,9 +73,11 @@ def still_serves(p, connect) -> None:
 
 
 def upstream_thread_id(cur) -> int:
-    # SELECT CONNECTION_ID() alone is answered by the proxy; inside an expression it is
-    # evaluated by the server, which reveals the upstream connection's thread id
-    cur.execute("SELECT 0 + CONNECTION_ID()")
+    # CONNECTION_ID() is the proxy's client id wherever it appears; the processlist row
+    # of this very query gives the upstream connection's thread id
+    cur.execute(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '%tp-self-id-marker%'"
+    )
     return int(cur.fetchone()[0])
 
 

@@ -436,3 +436,81 @@ def test_connection_id_in_a_larger_statement_without_the_privilege_is_refused_cl
         assert _run(c, "SELECT 2") == ("rows", ((2,),))
     finally:
         c.close()
+
+
+# -- SQL-level prepared statements (virtualized: no pin) ---------------------------------------
+
+
+def test_sql_prepared_statements_with_one_name_are_each_sessions_own(shared, app_account, table):
+    p = shared()
+    got = assert_same(
+        app_account,
+        p,
+        [
+            ("alice", "PREPARE s1 FROM 'SELECT ? + 1'"),
+            ("bob", "EXECUTE s1 USING 1"),  # bob never prepared s1: 1243
+            ("bob", "PREPARE s1 FROM 'SELECT ? * 10'"),
+            ("alice", "EXECUTE s1 USING 1"),
+            ("bob", "EXECUTE s1 USING 1"),
+            ("alice", "SET @x = 5"),
+            ("alice", "EXECUTE s1 USING @x"),
+            ("bob", "DEALLOCATE PREPARE s1"),
+            ("bob", "EXECUTE s1 USING 1"),
+            ("bob", "DEALLOCATE PREPARE s1"),
+            ("alice", "EXECUTE s1 USING 2"),
+            ("alice", "DROP PREPARE s1"),
+            ("alice", "EXECUTE s1 USING 2"),
+        ],
+    )
+    assert got[3] == ("rows", ((2,),)) and got[4] == ("rows", ((10,),))
+
+
+def test_sql_prepared_statement_keeps_the_schema_and_sql_mode_it_was_prepared_under(
+    shared, app_account, table
+):
+    p = shared()
+    assert_same(
+        app_account,
+        p,
+        [
+            ("alice", f"INSERT INTO {table} (v) VALUES (7)"),
+            ("alice", f"PREPARE q FROM 'SELECT v FROM {table} WHERE v = ?'"),
+            ("alice", "PREPARE lit FROM 'SELECT \"dq\"'"),
+            ("bob", "SET sql_mode = 'ANSI_QUOTES'"),
+            ("bob", "PREPARE lit FROM 'SELECT 1'"),
+            ("alice", "USE mysql"),
+            ("alice", "EXECUTE q USING 7"),
+            ("alice", "EXECUTE lit"),
+            ("bob", "EXECUTE lit"),
+            ("alice", "SELECT DATABASE()"),
+        ],
+    )
+
+
+def test_failed_prepare_drops_the_old_statement_of_that_name(shared, app_account, table):
+    p = shared()
+    assert_same(
+        app_account,
+        p,
+        [
+            ("alice", "PREPARE s FROM 'SELECT 1'"),
+            ("alice", "PREPARE s FROM 'SELEC nonsense'"),
+            ("alice", "EXECUTE s"),
+        ],
+    )
+
+
+def test_sql_prepare_from_a_literal_does_not_pin(shared, app_account, table):
+    """With one upstream connection, bob runs while alice holds a prepared statement."""
+    p = shared()
+    got = assert_same(
+        app_account,
+        p,
+        [
+            ("alice", "PREPARE s FROM 'SELECT 42'"),
+            ("bob", "SELECT 1"),
+            ("alice", "EXECUTE s"),
+        ],
+    )
+    assert got[1] == ("rows", ((1,),))
+    assert p.call(lambda: p.proxy.stats.pins.get("prepared statement (PREPARE)", 0)) == 0

@@ -170,8 +170,11 @@ def test_upstream_tls_connection_is_reset_and_reused_by_the_next_client(
     thread_ids = []
     for _ in range(3):
         with connect(p) as c, c.cursor() as cur:
-            # inside an expression CONNECTION_ID() is the upstream connection's thread id
-            cur.execute("SELECT 0 + CONNECTION_ID(), @leftover")
+            # the processlist row of this very query: the upstream connection's thread id
+            cur.execute(
+                "SELECT ID, @leftover FROM information_schema.PROCESSLIST "
+                "WHERE INFO LIKE '%tp-self-id-marker%'"
+            )
             tid, leftover = cur.fetchone()
             assert leftover is None
             thread_ids.append(tid)

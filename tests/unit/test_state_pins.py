@@ -156,9 +156,16 @@ def test_lock_tables_pins_until_unlock_tables():
     assert run(p, "UNLOCK TABLES") is None
 
 
-def test_prepare_pins_until_deallocate():
+def test_prepare_from_a_literal_is_virtualized_and_never_pins():
     p = Pins()
-    assert run(p, "PREPARE s FROM 'SELECT 1'", state_changed=True) == PREPARE
+    assert run(p, "PREPARE s FROM 'SELECT 1'", state_changed=True) is None
+    assert run(p, "EXECUTE s", state_changed=True) is None
+    assert run(p, "DEALLOCATE PREPARE S", state_changed=True) is None
+
+
+def test_prepare_from_a_variable_pins_until_deallocate():
+    p = Pins()
+    assert run(p, "PREPARE s FROM @q", state_changed=True) == PREPARE
     assert run(p, "DEALLOCATE PREPARE S", state_changed=True) is None
 
 
@@ -187,8 +194,8 @@ def test_renaming_while_temp_tables_are_held_pins_for_good():
 
 def test_drop_prepare_also_deallocates():
     p = Pins()
-    run(p, "PREPARE s1 FROM 'SELECT 1'", state_changed=True)
-    run(p, "PREPARE s2 FROM 'SELECT 2'", state_changed=True)
+    run(p, "PREPARE s1 FROM @one", state_changed=True)
+    run(p, "PREPARE s2 FROM @two", state_changed=True)
     assert run(p, "DROP PREPARE s1", state_changed=True) == PREPARE
     assert run(p, "DROP PREPARE s2", state_changed=True) is None
 
@@ -283,7 +290,7 @@ def test_failed_batch_keeps_additions_but_not_removals():
 def test_failed_batch_does_not_trust_unlock_release_or_deallocate():
     p = Pins()
     run(p, "SELECT GET_LOCK('l', 0)")
-    run(p, "PREPARE s FROM 'SELECT 1'", state_changed=True)
+    run(p, "PREPARE s FROM @q", state_changed=True)
     run(p, "SET @v = 1", state_changed=True)
     run(p, "XA START 'x'")
     sql = "SELECT RELEASE_LOCK('l'); DEALLOCATE PREPARE s; SET @v = NULL; XA COMMIT 'x'"
@@ -393,7 +400,7 @@ def test_backup_unlock_leaves_lock_tables_pinned():
 def test_execute_of_a_text_proven_clean_at_prepare_time_does_not_pin_for_good():
     p = Pins()
     run(p, "PREPARE s FROM 'SELECT 40 + ?'", state_changed=True)
-    assert run(p, "EXECUTE s USING 2") == PREPARE
+    assert run(p, "EXECUTE s USING 2") is None
     assert run(p, "DEALLOCATE PREPARE s", state_changed=True) is None
 
 
