@@ -10,8 +10,8 @@ import sys
 def _serve(args: argparse.Namespace) -> int:
     import trio
 
+    from tainted_proxy.app import Proxy
     from tainted_proxy.config import ConfigError, load_config
-    from tainted_proxy.frontend.proxy import Proxy
 
     try:
         cfg = load_config(args.config)

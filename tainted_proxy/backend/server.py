@@ -185,7 +185,7 @@ class ServerConn:
         # session trackers are on (every reset turns them off)
         self.settings: Settings = EMPTY
         self.tracking = False
-        # binary prepared statements cached on this connection (frontend.statements)
+        # binary prepared statements cached on this connection (backend.statements)
         self.statements: object = None
         # the per-statement values (state.values) on this connection are those of
         # (client id, statement number) of a session; None after any statement of the

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 
-from tainted_proxy.frontend.io import ClientIO
+from tainted_proxy.frontend.client_io import ClientIO
 from tainted_proxy.net import Conn
 from tainted_proxy.wire import auth as wauth
 from tainted_proxy.wire.constants import (

@@ -2,16 +2,17 @@
 
 A statement id is only valid on the upstream connection that prepared it, and a pooled
 session changes connections between transactions. So the proxy owns the ids its clients see
-(``statements.StatementBook``, one per session) and prepares lazily on whichever connection
-runs the statement (``ConnStatements``, one LRU per upstream connection, in
-``ServerConn.statements``). Binary prepared statements therefore never pin a session; only
+(``state.statements.StatementBook``, one per session) and prepares lazily on whichever
+connection runs the statement (``backend.statements.ConnStatements``, one LRU per upstream
+connection, in ``ServerConn.statements``). Binary prepared statements therefore never pin a session; only
 state that lives on one upstream statement does, for as long as it lives: an open cursor
 (until the fetch reaches the last row, or the statement is executed again, reset or closed)
 and pending COM_STMT_SEND_LONG_DATA (until the statement's next execute, reset or close).
 
-``command(session, cmd, size)`` handles one COM_STMT_* command of a pooled session (the
-session's ``_pooled_command`` calls it); it uses the session's checkout, relay and release
-machinery so transactions, settings, pins and session tracking work as for COM_QUERY.
+``command(client, cmd, size)`` handles one COM_STMT_* command of a pooled session (the
+command loop in frontend.session calls it); it uses the same checkout, relay, learning and
+release (frontend.checkout, relay, learn) so transactions, settings, pins and session
+tracking work as for COM_QUERY.
 
 Upstream statements are keyed by (schema, PARSE_VARS values, SQL text): a statement is parsed
 under the schema and sql_mode in force when it was prepared, and its string literals take the
@@ -25,37 +26,37 @@ answer) in the same write as the next command, so the server never holds more th
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable
-from typing import TYPE_CHECKING
 
 import trio
 
 from tainted_proxy.backend.server import ServerConn
-from tainted_proxy.frontend.statements import (
-    DEFAULT_MAX_STATEMENTS,
+from tainted_proxy.backend.statements import ConnStatements
+from tainted_proxy.frontend import checkout, learn, local, relay
+from tainted_proxy.frontend.client import Client, SessionEnd
+from tainted_proxy.net import ConnectionClosed
+from tainted_proxy.state import pins as pinreasons
+from tainted_proxy.state.statements import (
     ClientStatement,
-    StatementBook,
+    Env,
     TooManyStatements,
     UpstreamStatement,
-    UpstreamStatements,
-    com_stmt_close,
     com_stmt_prepare,
     encode_prepare_response,
+    env_sql,
     execute_for_upstream,
+    parse_env,
     parse_prepare_ok,
     rewrite_stmt_id,
     split_prepare_response,
     stmt_id_of,
     unknown_statement_error,
 )
-from tainted_proxy.net import ConnectionClosed
-from tainted_proxy.state import pins as pinreasons
 from tainted_proxy.taint.classifier import classify_flags
 from tainted_proxy.taint.lexer import ANSI_QUOTES, NO_BACKSLASH_ESCAPES
 from tainted_proxy.wire.buffer import join_payload
 from tainted_proxy.wire.codec import frame
 from tainted_proxy.wire.constants import (
     CLIENT_DEPRECATE_EOF,
-    COM_QUERY,
     COM_STMT_CLOSE,
     COM_STMT_EXECUTE,
     COM_STMT_FETCH,
@@ -65,9 +66,6 @@ from tainted_proxy.wire.constants import (
     SERVER_STATUS_LAST_ROW_SENT,
 )
 from tainted_proxy.wire.packets import com_init_db, com_query, ok_response
-
-if TYPE_CHECKING:
-    from tainted_proxy.frontend.session import ClientSession
 
 #: The commands ``command`` handles.
 STMT_COMMANDS = frozenset(
@@ -88,128 +86,31 @@ _CURSOR_FLAGS = 0x07
 # the proxy's own exchanges with the server are short (as in frontend.session)
 _OWN_EXCHANGE_TIMEOUT = 30.0
 
-# What a statement's meaning depends on at prepare time, besides its schema: sql_mode (how
-# it parses) and the connection charset and collation (its string literals take them).
-PARSE_VARS = (
-    "sql_mode",
-    "character_set_client",
-    "character_set_connection",
-    "collation_connection",
-)
-Env = tuple[str, ...]  # the values of PARSE_VARS
 Key = tuple[str | None, Env, bytes]  # (schema, env, sql)
 
 
-class SessionStatements:
-    """The binary prepared statements of one client session (a fresh one after
-    COM_RESET_CONNECTION / COM_CHANGE_USER: old ids are then unknown)."""
-
-    __slots__ = ("book", "cursors", "long_data", "deferred")
-
-    def __init__(self, max_statements: int = DEFAULT_MAX_STATEMENTS) -> None:
-        self.book = StatementBook(max_statements)
-        # proxy ids whose upstream statement has an open cursor / pending long data: both
-        # live on the connection the session holds (pinned)
-        self.cursors: set[int] = set()
-        self.long_data: set[int] = set()
-        # proxy id -> ERR payload for its next COM_STMT_EXECUTE: COM_STMT_SEND_LONG_DATA has
-        # no answer, so a failure to get a connection for it is reported there, as a server
-        # reports long-data errors
-        self.deferred: dict[int, bytes] = {}
-
-    def protocol_pin(self) -> str | None:
-        if self.cursors:
-            return pinreasons.BINARY_CURSOR
-        if self.long_data:
-            return pinreasons.LONG_DATA
-        return None
-
-    def forget(self, pid: int) -> bool:
-        """COM_STMT_RESET / CLOSE of ``pid``: its cursor, long data and deferred error go.
-        True if a cursor or long data lived on the upstream statement."""
-        held = pid in self.cursors or pid in self.long_data
-        self.cursors.discard(pid)
-        self.long_data.discard(pid)
-        self.deferred.pop(pid, None)
-        return held
-
-    def kept_keys(self) -> set[Hashable]:
-        """Keys whose upstream statement must not be evicted (their cursor or long data
-        would go with it)."""
-        keys: set[Hashable] = set()
-        for pid in self.cursors | self.long_data:
-            stmt = self.book.get(pid)
-            if stmt is not None:
-                keys.add(stmt.key)
-        return keys
-
-
-class ConnStatements(UpstreamStatements):
-    """``UpstreamStatements`` of one connection, plus the COM_STMT_CLOSEs still to send."""
-
-    __slots__ = ("pending_close",)
-
-    def __init__(self, capacity: int) -> None:
-        super().__init__(capacity)
-        self.pending_close: list[int] = []
-
-    def forget_all(self) -> None:
-        super().forget_all()
-        self.pending_close.clear()
-
-    def make_room(self, key: Hashable, keep: set[Hashable]) -> None:
-        """Before preparing ``key`` here: evict least recently used entries (not in
-        ``keep``) so that adding it stays within capacity; their ids go to
-        ``pending_close``, sent in the same write as the prepare."""
-        cache = self._cache
-        if key in cache or len(cache) < self.capacity:
-            return
-        if not keep:
-            while len(cache) >= self.capacity:
-                self.pending_close.append(cache.popitem(last=False)[1].upstream_id)
-            return
-        for k in list(cache):
-            if len(cache) < self.capacity:
-                break
-            if k not in keep:
-                self.pending_close.append(cache.pop(k).upstream_id)
-
-    def take_closes(self) -> bytes:
-        """The framed COM_STMT_CLOSEs to send before the next command (then forgotten)."""
-        if not self.pending_close:
-            return b""
-        out = b"".join(frame(com_stmt_close(i), 0)[0] for i in self.pending_close)
-        self.pending_close.clear()
-        return out
-
-
-def conn_statements(s: ClientSession, up: ServerConn) -> ConnStatements:
+def conn_statements(s: Client, up: ServerConn) -> ConnStatements:
     st = up.statements
     if not isinstance(st, ConnStatements):
-        st = ConnStatements(s.proxy.config.pool.prepared_statement_cache)
+        st = ConnStatements(s.services.config.pool.prepared_statement_cache)
         up.statements = st
     return st
 
 
-def env_of(s: ClientSession, up: ServerConn) -> Env:
-    """The connection's PARSE_VARS: from its settings vector, else the upstream baseline."""
-    have = dict(up.settings)
-    base = s.proxy.baseline.values
-    return tuple(have.get(n, base.get(n, "")) for n in PARSE_VARS)
+def env_of(s: Client, up: ServerConn) -> Env:
+    """The connection's PARSE_VARS (state.statements)."""
+    return parse_env(up.settings, s.services.catalog.baseline)
 
 
-def set_env(s: ClientSession, env: Env, no_backslash_escapes: bool) -> bytes:
-    literal = s.proxy.baseline.literal
-    parts = [
-        f"{n}={literal(n, v, no_backslash_escapes)}" for n, v in zip(PARSE_VARS, env, strict=True)
-    ]
-    return com_query(("SET SESSION " + ", ".join(parts)).encode("utf-8", "surrogateescape"))
+def set_env(s: Client, env: Env, no_backslash_escapes: bool) -> bytes:
+    """The COM_QUERY payload that sets ``env``."""
+    return com_query(env_sql(env, s.services.catalog.baseline, no_backslash_escapes))
 
 
 # -- entry point ---------------------------------------------------------------------------
 
 
-async def command(s: ClientSession, cmd: int, size: int) -> None:
+async def command(s: Client, cmd: int, size: int) -> None:
     """One COM_STMT_* command (the first ``size`` bytes of the client buffer) of a session in
     transaction or statement pooling."""
     cbuf = s.io.buf
@@ -221,11 +122,11 @@ async def command(s: ClientSession, cmd: int, size: int) -> None:
 # -- commands ------------------------------------------------------------------------------
 
 
-async def _prepare(s: ClientSession, payload: bytes) -> None:
+async def _prepare(s: Client, payload: bytes) -> None:
     """Prepare on a checked-out connection, answer with a proxy id, give it back."""
-    st = s.stmts
+    st = s.state.statements
     sql = payload[1:]
-    if s.up is None and not await s._checkout(None, 1):
+    if s.up is None and not await checkout.checkout(s, None, 1):
         st.book.note_prepare_failed()
         return
     up = s.up
@@ -236,7 +137,7 @@ async def _prepare(s: ClientSession, payload: bytes) -> None:
     if isinstance(got, bytes):
         st.book.note_prepare_failed()
         await s.io.send_payload(got, 1)
-        await s._maybe_release()
+        await checkout.maybe_release(s)
         return
     ok, param_defs, column_defs = got
     upstream_id, _columns, num_params, warnings = parse_prepare_ok(ok)
@@ -250,7 +151,7 @@ async def _prepare(s: ClientSession, payload: bytes) -> None:
         stmt = st.book.add(sql, key, ok, param_defs, column_defs)
     except TooManyStatements as exc:
         await s.io.send_payload(exc.err_payload(), 1)
-        await s._maybe_release()
+        await checkout.maybe_release(s)
         return
     deprecate_eof = bool(s.login.capabilities & CLIENT_DEPRECATE_EOF)
     out: list[bytes] = []
@@ -259,11 +160,11 @@ async def _prepare(s: ClientSession, payload: bytes) -> None:
         data, seq = frame(p, seq)
         out.append(data)
     await s.io.conn.send_all(b"".join(out))
-    await s._maybe_release()
+    await checkout.maybe_release(s)
 
 
-async def _execute(s: ClientSession, payload: bytes) -> None:
-    st = s.stmts
+async def _execute(s: Client, payload: bytes) -> None:
+    st = s.state.statements
     sid = stmt_id_of(payload)
     stmt = st.book.get(sid)
     if stmt is None:
@@ -275,7 +176,7 @@ async def _execute(s: ClientSession, payload: bytes) -> None:
         st.long_data.discard(pid)
         _update_pin(s)
         await s.io.send_payload(deferred, 1)
-        await s._maybe_release()
+        await checkout.maybe_release(s)
         return
     # what the statement's text does (pins, transactions, LAST_INSERT_ID()), as for COM_QUERY
     schema, env, sql = stmt.key  # type: ignore[misc]
@@ -284,19 +185,19 @@ async def _execute(s: ClientSession, payload: bytes) -> None:
         NO_BACKSLASH_ESCAPES if "NO_BACKSLASH_ESCAPES" in mode else 0
     )
     c = classify_flags(sql, flags)
-    if c is not None and await s._refused_in_statement_mode(c):
+    if c is not None and await local.refused_in_statement_mode(s, c):
         return
     if len(payload) > 5 and payload[5] & _CURSOR_FLAGS:
         pin: str | None = pinreasons.BINARY_CURSOR
     else:
         pin = c.pin if c is not None else None
-    if pin is not None and not await s._wait_for_pin_slot(pin):
+    if pin is not None and not await checkout.wait_for_pin_slot(s, pin):
         return  # users.NAME.max_pinned: the client has ERR 1040
-    s.seq += 1
-    if s.up is None and not await s._checkout(c, 1):
+    s.state.next_statement()
+    if s.up is None and not await checkout.checkout(s, c, 1):
         return
-    if c is not None and not await s._restore_values(c):
-        await s._maybe_release()
+    if c is not None and not await checkout.restore_values(s, c):
+        await checkout.maybe_release(s)
         return
     up = s.up
     assert up is not None
@@ -304,7 +205,7 @@ async def _execute(s: ClientSession, payload: bytes) -> None:
     ust = await _upstream_statement(s, up, cache, stmt)
     if isinstance(ust, bytes):
         await s.io.send_payload(ust, 1)
-        await s._maybe_release()
+        await checkout.maybe_release(s)
         return
     st.book.note_execute(stmt, payload)
     out, types = execute_for_upstream(
@@ -316,7 +217,7 @@ async def _execute(s: ClientSession, payload: bytes) -> None:
     s.begin_response(c, stmt.sql)
     schema_before = up.schema
     await _send(s, up, cache, out)
-    await s._relay_response(up, COM_STMT_EXECUTE)
+    await relay.relay_response(s, up, COM_STMT_EXECUTE)
     tracker = up.tracker
     ust.types_bound = None if tracker.error else types
     cursor = tracker.cursor_opened and not tracker.error
@@ -324,22 +225,23 @@ async def _execute(s: ClientSession, payload: bytes) -> None:
         # The server runs a statement in the schema it was prepared in, and switches
         # back: it then reports a state change (a schema change to the current one). From
         # a statement the classifier proved clean, that is all the change there is.
-        if not s._schema_changed or s._reported_schema == schema_before:
-            s._state_changed = s._schema_changed = False
+        reports = s.reports
+        if not reports.schema_changed or reports.schema == schema_before:
+            reports.state_changed = reports.schema_changed = False
         tracker.eof_ssc = False
     # the execute runs the statement's text: learn from it as from a COM_QUERY of it
-    await s._after_command(COM_QUERY, c)
+    await learn.after_command(s, True, c)
     if cursor:
         st.cursors.add(pid)
     _update_pin(s)
     if s.killed:
         return
-    await s._maybe_release()
+    await checkout.maybe_release(s)
 
 
-async def _send_long_data(s: ClientSession, payload: bytes) -> None:
+async def _send_long_data(s: Client, payload: bytes) -> None:
     """No answer: failures are reported at the statement's next execute."""
-    st = s.stmts
+    st = s.state.statements
     stmt = st.book.get(stmt_id_of(payload))
     if stmt is None:
         return  # the server ignores it as well; the execute gets 1243
@@ -357,19 +259,19 @@ async def _send_long_data(s: ClientSession, payload: bytes) -> None:
     ust = await _upstream_statement(s, up, cache, stmt)
     if isinstance(ust, bytes):
         st.deferred[pid] = ust
-        await s._maybe_release()
+        await checkout.maybe_release(s)
         return
     s.begin_response(None, b"")
     await _send(s, up, cache, rewrite_stmt_id(payload, ust.upstream_id))
     st.long_data.add(pid)
     _update_pin(s)
-    await s._maybe_release()
+    await checkout.maybe_release(s)
 
 
-async def _close(s: ClientSession, payload: bytes) -> None:
+async def _close(s: Client, payload: bytes) -> None:
     """No answer. The upstream statement stays cached for other executions, unless a cursor
     or long data of this session lives on it."""
-    st = s.stmts
+    st = s.state.statements
     stmt = st.book.close(stmt_id_of(payload))
     if stmt is None:
         return
@@ -382,11 +284,11 @@ async def _close(s: ClientSession, payload: bytes) -> None:
             cache.pending_close.append(ust.upstream_id)
             await _send(s, up, cache, None)
     _update_pin(s)
-    await s._maybe_release()
+    await checkout.maybe_release(s)
 
 
-async def _reset(s: ClientSession, payload: bytes) -> None:
-    st = s.stmts
+async def _reset(s: Client, payload: bytes) -> None:
+    st = s.state.statements
     sid = stmt_id_of(payload)
     stmt = st.book.get(sid)
     if stmt is None:
@@ -399,18 +301,18 @@ async def _reset(s: ClientSession, payload: bytes) -> None:
         cache = conn_statements(s, up)
         s.begin_response(None, b"")
         await _send(s, up, cache, rewrite_stmt_id(payload, ust.upstream_id))
-        await s._relay_response(up, COM_STMT_RESET)
+        await relay.relay_response(s, up, COM_STMT_RESET)
         ust.types_bound = None  # sending the types again is always accepted
     else:
         # nothing of this statement lives upstream: a reset has nothing to do
         assert s.login is not None
-        await s.io.conn.send_all(ok_response(s.login.capabilities, status=s._status()))
+        await s.io.conn.send_all(ok_response(s.login.capabilities, status=s.status()))
     _update_pin(s)
-    await s._maybe_release()
+    await checkout.maybe_release(s)
 
 
-async def _fetch(s: ClientSession, payload: bytes) -> None:
-    st = s.stmts
+async def _fetch(s: Client, payload: bytes) -> None:
+    st = s.state.statements
     sid = stmt_id_of(payload)
     stmt = st.book.get(sid)
     if stmt is None:
@@ -429,17 +331,17 @@ async def _fetch(s: ClientSession, payload: bytes) -> None:
     cache = conn_statements(s, up)
     s.begin_response(None, b"")
     await _send(s, up, cache, rewrite_stmt_id(payload, ust.upstream_id))
-    await s._relay_response(up, COM_STMT_FETCH)
+    await relay.relay_response(s, up, COM_STMT_FETCH)
     tracker = up.tracker
     if not tracker.error and tracker.status & SERVER_STATUS_LAST_ROW_SENT:
         st.cursors.discard(pid)  # the server closed the cursor
     _update_pin(s)
     if s.killed:
         return
-    await s._maybe_release()
+    await checkout.maybe_release(s)
 
 
-_HANDLERS: dict[int, Callable[[ClientSession, bytes], Awaitable[None]]] = {
+_HANDLERS: dict[int, Callable[[Client, bytes], Awaitable[None]]] = {
     COM_STMT_PREPARE: _prepare,
     COM_STMT_EXECUTE: _execute,
     COM_STMT_SEND_LONG_DATA: _send_long_data,
@@ -452,13 +354,11 @@ _HANDLERS: dict[int, Callable[[ClientSession, bytes], Awaitable[None]]] = {
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _update_pin(s: ClientSession) -> None:
-    s.pins.protocol = s.stmts.protocol_pin()
+def _update_pin(s: Client) -> None:
+    s.state.pins.protocol = s.state.statements.protocol_pin()
 
 
-async def _send(
-    s: ClientSession, up: ServerConn, cache: ConnStatements, payload: bytes | None
-) -> None:
+async def _send(s: Client, up: ServerConn, cache: ConnStatements, payload: bytes | None) -> None:
     """Send ``payload`` (a command, or nothing) after the pending COM_STMT_CLOSEs, in one
     write."""
     data = cache.take_closes()
@@ -470,27 +370,27 @@ async def _send(
     try:
         await up.conn.send_all(data)
     except ConnectionClosed:
-        await s._upstream_lost(forwarded=False)
+        await relay.upstream_lost(s, forwarded=False)
     if payload is None or payload[0] == COM_STMT_SEND_LONG_DATA:
         s.busy = False  # no answer comes
 
 
-async def _quiet_checkout(s: ClientSession) -> bytes | None:
-    """``s._checkout`` for a command without an answer: the client must not get the ERR
+async def _quiet_checkout(s: Client) -> bytes | None:
+    """``checkout.checkout`` for a command without an answer: the client must not get the ERR
     now. Returns None, or the ERR payload for later."""
-    err = await s.checkout_or_error(None)
+    err = await checkout.checkout_or_error(s, None)
     return None if err is None else err.encode()
 
 
 async def _upstream_statement(
-    s: ClientSession, up: ServerConn, cache: ConnStatements, stmt: ClientStatement
+    s: Client, up: ServerConn, cache: ConnStatements, stmt: ClientStatement
 ) -> UpstreamStatement | bytes:
     """The statement prepared on ``up`` (prepared now if it is not, its response
     swallowed), or the ERR payload the prepare got."""
     ust = cache.lookup(stmt.key)
     if ust is not None:
         return ust
-    got = await _upstream_prepare(s, up, cache, stmt.key, s.stmts.kept_keys())  # type: ignore[arg-type]
+    got = await _upstream_prepare(s, up, cache, stmt.key, s.state.statements.kept_keys())  # type: ignore[arg-type]
     if isinstance(got, bytes):
         return got
     upstream_id, _columns, num_params, _warnings = parse_prepare_ok(got[0])
@@ -501,7 +401,7 @@ async def _upstream_statement(
 
 
 async def _upstream_prepare(
-    s: ClientSession, up: ServerConn, cache: ConnStatements, key: Key, keep: set[Hashable]
+    s: Client, up: ServerConn, cache: ConnStatements, key: Key, keep: set[Hashable]
 ) -> tuple[bytes, list[bytes], list[bytes]] | bytes:
     """COM_STMT_PREPARE of ``key`` on ``up``, under ``key``'s schema and sql_mode, read whole
     by the proxy. Returns (PREPARE_OK, param definitions, column definitions), or the ERR
@@ -539,12 +439,10 @@ async def _upstream_prepare(
                 if resp[:1] == b"\xff" and restore_err is None:
                     restore_err = resp
     except ConnectionClosed:
-        await s._upstream_lost(forwarded=False)
+        await relay.upstream_lost(s, forwarded=False)
     s.busy = False
     if restore_err is not None:
         # the connection's schema or sql_mode is not what the proxy thinks: give up on it
-        from tainted_proxy.frontend.session import SessionEnd
-
         await s.io.send_payload(restore_err, 1)
         raise SessionEnd(False)
     if payloads[0][:1] == b"\xff":
@@ -575,8 +473,6 @@ async def _read_prepare_response(up: ServerConn, deprecate_eof: bool) -> list[by
 
 __all__ = [
     "STMT_COMMANDS",
-    "ConnStatements",
-    "SessionStatements",
     "command",
     "conn_statements",
     "env_of",

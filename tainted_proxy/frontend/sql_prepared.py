@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from tainted_proxy.frontend.prepared import env_of, set_env
+from tainted_proxy.frontend.checkout import OWN_EXCHANGE_TIMEOUT
+from tainted_proxy.frontend.client import Client, SessionEnd
 from tainted_proxy.state.sql_prepared import (
     SqlStatement,
     deallocate_sql,
@@ -25,14 +26,13 @@ from tainted_proxy.state.sql_prepared import (
     prepare_sql,
     unknown_error,
 )
+from tainted_proxy.state.statements import env_sql, parse_env
 from tainted_proxy.taint.classifier import classify_flags
 from tainted_proxy.taint.effects import Classification, Effect
 
 if TYPE_CHECKING:
     from tainted_proxy.backend.server import ServerConn
-    from tainted_proxy.frontend.session import ClientSession
 
-_OWN_EXCHANGE_TIMEOUT = 30.0
 _ALL_NEEDS = frozenset(
     (
         Effect.LAST_INSERT_ID,
@@ -54,7 +54,7 @@ def touches(c: Classification | None) -> bool:
     )
 
 
-def answer_without_connection(s: ClientSession, sql: bytes) -> tuple[str, object] | None:
+def answer_without_connection(s: Client, sql: bytes) -> tuple[str, object] | None:
     """What to answer before any checkout: ("error", (code, state, msg)) for a name this
     session never prepared, ("ok", None) for DEALLOCATE of a statement only the proxy
     holds, or None to go on."""
@@ -65,88 +65,90 @@ def answer_without_connection(s: ClientSession, sql: bytes) -> tuple[str, object
         verb = "DEALLOCATE PREPARE"
     if name is None:
         return None
-    if name in s.sql_statements:
+    if name in s.state.sql_statements:
         if verb == "EXECUTE":
             return None
-        del s.sql_statements[name]
+        del s.state.sql_statements[name]
         up = s.up
         if up is not None and up.sql_statements.held.get(name) is not None:
             up.sql_statements.forget(name)
             return None  # deallocate it where it is
         return ("ok", None)
-    if name in s.pins.prepared:
+    if name in s.state.pins.prepared:
         return None  # prepared from a variable: it lives on the pinned connection
     return ("error", unknown_error(name, verb))
 
 
-def executes_clean_text(s: ClientSession, sql: bytes) -> bool:
+def executes_clean_text(s: Client, sql: bytes) -> bool:
     """Is ``sql`` an EXECUTE of a virtualized statement whose text has no effect?"""
     name = parse_execute(sql)
-    return name is not None and name in s.sql_statements and name in s.pins.prepared_clean
+    return (
+        name is not None and name in s.state.sql_statements and name in s.state.pins.prepared_clean
+    )
 
 
-def needs_of(s: ClientSession, sql: bytes) -> frozenset[str]:
+def needs_of(s: Client, sql: bytes) -> frozenset[str]:
     """What an EXECUTE of a virtualized statement reads of the previous statement."""
     name = parse_execute(sql)
-    stmt = s.sql_statements.get(name) if name is not None else None
+    stmt = s.state.sql_statements.get(name) if name is not None else None
     return stmt.needs if stmt is not None else frozenset()
 
 
-async def before_execute(s: ClientSession, up: ServerConn, sql: bytes) -> None:
+async def before_execute(s: Client, up: ServerConn, sql: bytes) -> None:
     """Make ``up`` hold the session's statement before an EXECUTE of it is relayed."""
     name = parse_execute(sql)
     if name is None:
         return
-    stmt = s.sql_statements.get(name)
+    stmt = s.state.sql_statements.get(name)
     if stmt is None or up.sql_statements.has(name, stmt):
         return
     held = up.sql_statements
     queries = [deallocate_sql(old) for old in held.evictions()]
-    current_env = env_of(s, up)
+    baseline = s.services.catalog.baseline
+    current_env = parse_env(up.settings, baseline)
     switch = stmt.env != current_env
     use = stmt.schema is not None and up.schema is not None and stmt.schema != up.schema
     if switch:
-        queries.append(set_env(s, stmt.env, "NO_BACKSLASH_ESCAPES" in current_env[0]))
+        queries.append(env_sql(stmt.env, baseline, "NO_BACKSLASH_ESCAPES" in current_env[0]))
     if use:
         queries.append(b"USE `" + stmt.schema.encode().replace(b"`", b"``") + b"`")  # type: ignore[union-attr]
     queries.append(prepare_sql(name, stmt))
     if use:
         queries.append(b"USE `" + up.schema.encode().replace(b"`", b"``") + b"`")  # type: ignore[union-attr]
     if switch:
-        queries.append(set_env(s, current_env, "NO_BACKSLASH_ESCAPES" in stmt.env[0]))
-    with trio.fail_after(_OWN_EXCHANGE_TIMEOUT):
+        queries.append(env_sql(current_env, baseline, "NO_BACKSLASH_ESCAPES" in stmt.env[0]))
+    with trio.fail_after(OWN_EXCHANGE_TIMEOUT):
         results = await up.query_many(queries)
     if any(r is None for r in results[-1 - use - switch :]):
         # the connection is not where the proxy thinks (schema, sql_mode): do not use it
-        from tainted_proxy.frontend.session import SessionEnd
-
         raise SessionEnd(False)
     prepared_ok = results[-1 - use - switch] is not None
     if prepared_ok:
         held.prepared(name, stmt)
 
 
-def after(s: ClientSession, up: ServerConn, c: Classification, sql: bytes, failed: bool) -> None:
+def after(s: Client, up: ServerConn, c: Classification, sql: bytes, failed: bool) -> None:
     """Record what a relayed PREPARE / DEALLOCATE did."""
     parsed = parse_prepare(sql, c.flags)
     if parsed is not None:
         name, literal = parsed
         if failed:
             # the server drops an existing statement of that name before preparing
-            s.sql_statements.pop(name, None)
+            s.state.sql_statements.pop(name, None)
             up.sql_statements.forget(name)
             return
         text = literal_text(literal)
         tc = classify_flags(text, c.flags) if text is not None else None
         needs = (tc.needs if tc is not None else frozenset()) if text is not None else _ALL_NEEDS
-        stmt = SqlStatement(literal, up.schema, env_of(s, up), c.flags, frozenset(needs))
-        s.sql_statements[name] = stmt
+        env = parse_env(up.settings, s.services.catalog.baseline)
+        stmt = SqlStatement(literal, up.schema, env, c.flags, frozenset(needs))
+        s.state.sql_statements[name] = stmt
         up.sql_statements.prepared(name, stmt)
         return
     for action, name in c.objects:
         if action == "prepare" and name is not None:
             # PREPARE name FROM @var: pinned (state.pins), no longer the virtual one
-            s.sql_statements.pop(name.lower(), None)
+            s.state.sql_statements.pop(name.lower(), None)
             up.sql_statements.forget(name.lower())
         elif action == "deallocate" and name is not None and not failed:
             up.sql_statements.forget(name.lower())

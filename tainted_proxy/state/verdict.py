@@ -4,7 +4,7 @@
 the proxy itself decides it, so that ``tainted-proxy classify`` and the proxy agree:
 
 * the pin comes from running `Pins` (a fresh session, the statement as its first)
-  exactly as ``ClientSession._after_command`` does, with the user variables that
+  exactly as ``state.learn.learn`` does, with the user variables that
   ``carried_user_vars`` lets the session carry: the classifier's ``pin`` is only what
   the rules say, not what the proxy keeps;
 * what travels with the session is what the settings vector takes: the settings the
@@ -160,7 +160,7 @@ def verdict(c: Classification | None, sql: str, mode: str) -> Verdict:
     pins = Pins()
     unkeyable = [n for n in c.settings if n in UNKEYABLE]
     for name in unkeyable:
-        # the server reports it; ClientSession._after_command pins before anything else
+        # the server reports it; state.learn.learn pins before anything else
         pins.pin_sticky(f"{_pins.UNKEYABLE_VAR} ({name})")
     # the server reports a state change for what the text visibly changes; a routine's
     # own changes only the server knows (measured: CALL p(@out) reports none)

@@ -8,8 +8,8 @@ from typing import Any
 
 import trio
 
+from tainted_proxy.app import Proxy
 from tainted_proxy.config import Config, parse_config
-from tainted_proxy.frontend.proxy import Proxy
 
 
 def config_for(

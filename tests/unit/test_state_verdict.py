@@ -273,7 +273,7 @@ TABLE = [
 
 
 def pins_gives(sql: str) -> str | None:
-    """What ClientSession._after_command would leave in Pins after ``sql`` as the first
+    """What state.learn.learn would leave in Pins after ``sql`` as the first
     statement of a session (no error; the state_change report the statement's effects
     imply; the server reports the variables that cannot be carried first)."""
     c = classify(sql)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tainted_proxy.frontend.statements import (
+from tainted_proxy.state.statements import (
     LAST_STMT_ID,
     StatementBook,
     TooManyStatements,

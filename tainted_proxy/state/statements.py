@@ -34,6 +34,8 @@ from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
+from tainted_proxy.state import pins as pinreasons
+from tainted_proxy.state.settings import Baseline, Settings
 from tainted_proxy.wire.codec import Buffer
 from tainted_proxy.wire.constants import (
     COM_STMT_CLOSE,
@@ -488,6 +490,11 @@ def unknown_statement_error(stmt_id: int, command: int) -> bytes:
 
 
 __all__ = [
+    "PARSE_VARS",
+    "Env",
+    "SessionStatements",
+    "env_sql",
+    "parse_env",
     "DEFAULT_MAX_STATEMENTS",
     "DEFAULT_UPSTREAM_CAPACITY",
     "LAST_STMT_ID",
@@ -507,3 +514,74 @@ __all__ = [
     "stmt_id_of",
     "unknown_statement_error",
 ]
+
+
+# What a statement's meaning depends on at prepare time, besides its schema: sql_mode (how
+# it parses) and the connection charset and collation (its string literals take them).
+PARSE_VARS = (
+    "sql_mode",
+    "character_set_client",
+    "character_set_connection",
+    "collation_connection",
+)
+Env = tuple[str, ...]  # the values of PARSE_VARS
+
+
+def parse_env(settings: Settings, baseline: Baseline) -> Env:
+    """A connection's PARSE_VARS: from its settings vector, else the upstream baseline."""
+    have = dict(settings)
+    base = baseline.values
+    return tuple(have.get(n, base.get(n, "")) for n in PARSE_VARS)
+
+
+def env_sql(env: Env, baseline: Baseline, no_backslash_escapes: bool) -> bytes:
+    """``SET SESSION`` of the PARSE_VARS to ``env``."""
+    literal = baseline.literal
+    parts = [
+        f"{n}={literal(n, v, no_backslash_escapes)}" for n, v in zip(PARSE_VARS, env, strict=True)
+    ]
+    return ("SET SESSION " + ", ".join(parts)).encode("utf-8", "surrogateescape")
+
+
+class SessionStatements:
+    """The binary prepared statements of one client session (a fresh one after
+    COM_RESET_CONNECTION / COM_CHANGE_USER: old ids are then unknown)."""
+
+    __slots__ = ("book", "cursors", "long_data", "deferred")
+
+    def __init__(self, max_statements: int = DEFAULT_MAX_STATEMENTS) -> None:
+        self.book = StatementBook(max_statements)
+        # proxy ids whose upstream statement has an open cursor / pending long data: both
+        # live on the connection the session holds (pinned)
+        self.cursors: set[int] = set()
+        self.long_data: set[int] = set()
+        # proxy id -> ERR payload for its next COM_STMT_EXECUTE: COM_STMT_SEND_LONG_DATA has
+        # no answer, so a failure to get a connection for it is reported there, as a server
+        # reports long-data errors
+        self.deferred: dict[int, bytes] = {}
+
+    def protocol_pin(self) -> str | None:
+        if self.cursors:
+            return pinreasons.BINARY_CURSOR
+        if self.long_data:
+            return pinreasons.LONG_DATA
+        return None
+
+    def forget(self, pid: int) -> bool:
+        """COM_STMT_RESET / CLOSE of ``pid``: its cursor, long data and deferred error go.
+        True if a cursor or long data lived on the upstream statement."""
+        held = pid in self.cursors or pid in self.long_data
+        self.cursors.discard(pid)
+        self.long_data.discard(pid)
+        self.deferred.pop(pid, None)
+        return held
+
+    def kept_keys(self) -> set[Hashable]:
+        """Keys whose upstream statement must not be evicted (their cursor or long data
+        would go with it)."""
+        keys: set[Hashable] = set()
+        for pid in self.cursors | self.long_data:
+            stmt = self.book.get(pid)
+            if stmt is not None:
+                keys.add(stmt.key)
+        return keys

@@ -1,0 +1,133 @@
+"""One connected client, as the I/O side sees it: its socket, its login, the model of its
+session (state.session.SessionState), the upstream connection it holds, and the process
+services it may use (``Services``: the pool, the accounting, the catalog...).
+
+The frontend modules are functions over a ``Client``: session (the command loop),
+relay, checkout, local, learn, pooled, prepared, sql_prepared, kill, commands. This module
+imports none of them.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from tainted_proxy.frontend.client_io import ClientIO
+from tainted_proxy.frontend.handshake import ClientLogin
+from tainted_proxy.net import ConnectionClosed
+from tainted_proxy.state.learn import Reports
+from tainted_proxy.state.session import SessionState
+from tainted_proxy.taint.effects import Classification
+
+if TYPE_CHECKING:
+    from tainted_proxy.accounting import Accounting
+    from tainted_proxy.backend.catalog import Catalog
+    from tainted_proxy.backend.server import ServerConn
+    from tainted_proxy.config import Config
+    from tainted_proxy.pool.pool import Pool, PoolKey
+
+
+class SessionEnd(Exception):
+    """Stop the session; ``reusable`` says whether the upstream state is known."""
+
+    def __init__(self, reusable: bool) -> None:
+        super().__init__()
+        self.reusable = reusable
+
+
+class Services(Protocol):
+    """What a client uses of the process (app.Proxy provides it)."""
+
+    config: Config
+    pool: Pool
+    accounting: Accounting
+    catalog: Catalog
+    sessions: dict[int, Client]
+    ssl_context: ssl.SSLContext | None
+    #: upstream login -> may it SET pseudo_thread_id (learned on first refusal)
+    thread_id_settable: dict[str, bool]
+    #: replaced after each unpin: what users.NAME.max_pinned waiters wait on
+    unpinned: trio.Event
+
+    def password_stage2(self, user: str) -> bytes | None: ...
+    def upstream_credentials(self, user: str) -> tuple[str, str]: ...
+    def default_schema_for(self, up: ServerConn) -> str | None: ...
+    def find_session(self, ident: int) -> Client | None: ...
+
+
+class Client:
+    """One client connection from accept to close."""
+
+    def __init__(self, services: Services, io: ClientIO, client_id: int) -> None:
+        self.services = services
+        self.io = io
+        self.id = client_id
+        self.login: ClientLogin | None = None
+        self.user = ""
+        self.key: PoolKey | None = None
+        self.state = SessionState(client_id)
+        #: the upstream connection held now, and the one held last (it may still have
+        #: this session's values: state.values)
+        self.up: ServerConn | None = None
+        self.last_up: ServerConn | None = None
+        self.busy = False  # a command is being relayed upstream
+        self.killed = False
+        self.connected_at = time.monotonic()
+        self.cancel_scope: trio.CancelScope | None = None
+        self.queries = 0
+        #: set when another session has read this one's pending values (state.values)
+        self.values_ready: trio.Event | None = None
+        # the response being relayed: what its session-state blocks said, and the
+        # statement it answers (the taint ledger fingerprints it)
+        self.reports = Reports()
+        self.statement: Classification | None = None
+        self.sql = b""
+
+    # -- what tests and the admin surface read ---------------------------------------
+    @property
+    def mode(self) -> str | None:
+        return self.state.mode
+
+    @property
+    def pin_reason(self) -> str | None:
+        return self.state.pin_reason
+
+    def status(self) -> int:
+        """The status flags the client's next OK carries."""
+        return self.up.status if self.up is not None else self.state.status
+
+    def begin_response(self, c: Classification | None, sql: bytes) -> None:
+        """What learning reads from the next relayed response starts empty."""
+        self.reports.clear()
+        self.statement = c
+        self.sql = sql
+
+    # -- state.values hooks (ServerConn.pending_for) ---------------------------------
+    def values_lost(self) -> None:
+        """The connection holding this session's pending values closed unread."""
+        self.state.values.lose_pending()
+        self.values_collected()
+
+    def values_collected(self) -> None:
+        ready, self.values_ready = self.values_ready, None
+        if ready is not None:
+            ready.set()
+
+    # -- answering -------------------------------------------------------------------
+    async def try_error(self, seq: int, code: int, sqlstate: str, message: str) -> None:
+        """An ERR the client may no longer be there to read."""
+        try:
+            with trio.move_on_after(1):
+                await self.io.send_error(code, sqlstate, message, seq)
+        except ConnectionClosed:
+            pass
+
+    def __repr__(self) -> str:
+        return f"<Client {self.id} user={self.user!r} mode={self.mode}>"
+
+
+Handler = Callable[[Client, bytes, int], Any]

@@ -1,0 +1,62 @@
+"""After a pooled command's response: hand what it said to the session model
+(state.learn), asking the server the one thing the model may not know (the collation a
+charset change implies)."""
+
+from __future__ import annotations
+
+import trio
+
+from tainted_proxy.backend.server import UpstreamError
+from tainted_proxy.frontend.checkout import OWN_EXCHANGE_TIMEOUT
+from tainted_proxy.frontend.client import Client
+from tainted_proxy.state import learn as statelearn
+from tainted_proxy.taint.effects import Classification
+
+
+async def after_command(cl: Client, statement: bool, c: Classification | None) -> None:
+    """Learn from the finished response on the held connection: settings and schema the
+    server reported, pins the statement took or let go, the values of the last
+    statement. ``statement``: a COM_QUERY, or a COM_STMT_EXECUTE (which runs its text)."""
+    up = cl.up
+    assert up is not None
+    svc = cl.services
+    catalog = svc.catalog
+    state = cl.state
+    tracker = up.tracker
+    reports = cl.reports
+    changes: dict[str, str] = {}
+    collation: str | None = None
+    if reports.variables:
+        changes, ask = statelearn.reported_changes(
+            reports, c, catalog.baseline, catalog.charset_of_collation, state
+        )
+        if ask is not None:
+            collation = statelearn.collation_from_statement(c, ask, catalog.default_collation)
+            if collation is None:
+                collation = await _collation_on(up)
+    response = statelearn.ResponseSummary(
+        error=tracker.error,
+        status=tracker.status,
+        warnings=tracker.warnings,
+        last_resultset=tracker.last_resultset,
+        resultset=tracker.resultset,
+        rows=tracker.rows,
+        affected_rows=tracker.affected_rows,
+        insert_id=tracker.last_insert_id,
+        insert_ids=tracker.insert_ids,
+        eof_state_changed=tracker.eof_ssc,
+    )
+    statelearn.learn(
+        state, up, c, cl.sql, reports, response, changes, collation, catalog.baseline, statement
+    )
+
+
+async def _collation_on(up) -> str | None:  # type: ignore[no-untyped-def]
+    """collation_connection as the server says (the tracker never reports it)."""
+    try:
+        with trio.fail_after(OWN_EXCHANGE_TIMEOUT):
+            rows = await up.query_rows("SELECT @@collation_connection")
+    except UpstreamError:
+        return None
+    value = rows[0][0] if rows else None
+    return value.decode() if value is not None else None
