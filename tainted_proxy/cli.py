@@ -56,7 +56,7 @@ def _demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "classify":
-        from tainted_proxy.taint.cli import main as classify_main
+        from tainted_proxy.classify import main as classify_main
 
         return classify_main(argv[1:])
     parser = argparse.ArgumentParser(

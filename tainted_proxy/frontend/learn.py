@@ -34,18 +34,7 @@ async def after_command(cl: Client, statement: bool, c: Classification | None) -
             collation = statelearn.collation_from_statement(c, ask, catalog.default_collation)
             if collation is None:
                 collation = await _collation_on(up)
-    response = statelearn.ResponseSummary(
-        error=tracker.error,
-        status=tracker.status,
-        warnings=tracker.warnings,
-        last_resultset=tracker.last_resultset,
-        resultset=tracker.resultset,
-        rows=tracker.rows,
-        affected_rows=tracker.affected_rows,
-        insert_id=tracker.last_insert_id,
-        insert_ids=tracker.insert_ids,
-        eof_state_changed=tracker.eof_ssc,
-    )
+    response = statelearn.ResponseSummary.of(tracker)
     statelearn.learn(
         state, up, c, cl.sql, reports, response, changes, collation, catalog.baseline, statement
     )

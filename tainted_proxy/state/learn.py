@@ -34,6 +34,7 @@ from tainted_proxy.state.settings import (
 from tainted_proxy.state.values import Outcome
 from tainted_proxy.taint.crosscheck import may_call_stored_function
 from tainted_proxy.taint.effects import Classification
+from tainted_proxy.wire.response import ResponseTracker
 
 _FOR_WORD = re.compile(rb"\bFOR\b", re.IGNORECASE)
 # the diagnostics of an ERR are read back from the server (SHOW WARNINGS)
@@ -71,6 +72,21 @@ class ResponseSummary:
     insert_ids: int = 0
     #: a classic EOF said "state changed" without room for the detail
     eof_state_changed: bool = False
+
+    @classmethod
+    def of(cls, t: ResponseTracker) -> ResponseSummary:
+        return cls(
+            t.error,
+            t.status,
+            t.warnings,
+            t.last_resultset,
+            t.resultset,
+            t.rows,
+            t.affected_rows,
+            t.last_insert_id,
+            t.insert_ids,
+            t.eof_ssc,
+        )
 
 
 def reported_changes(

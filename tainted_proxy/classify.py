@@ -19,7 +19,7 @@ transaction mode), ``needs``, ``fingerprint``, the other `Classification` fields
 proxy does with the statement in ``--mode`` (`tainted_proxy.state.verdict.Verdict`).
 ``--pretty`` prints an indented, human-oriented block per statement instead.
 ``--summary`` prints one summary over all statements instead (JSON, or text with
-``--pretty``). Also runnable as ``python -m tainted_proxy.taint.cli``.
+``--pretty``). Also runnable as ``python -m tainted_proxy.classify``.
 """
 
 from __future__ import annotations

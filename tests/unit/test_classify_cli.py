@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tainted_proxy.taint.cli import main, split_sql
+from tainted_proxy.classify import main, split_sql
 from tainted_proxy.taint.lexer import ANSI_QUOTES
 
 
@@ -79,7 +79,7 @@ def test_non_ascii_is_kept(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_python_dash_m() -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "tainted_proxy.taint.cli", "SET autocommit=0"],
+        [sys.executable, "-m", "tainted_proxy.classify", "SET autocommit=0"],
         capture_output=True,
         text=True,
         check=True,
