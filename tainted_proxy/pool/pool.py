@@ -1,15 +1,15 @@
 """The upstream connection pool: a hard global cap, per-user caps, idle connections
 grouped by key, and a FIFO wait queue with a timeout.
 
-Decisions are made without awaiting (so no other task can interleave between a check
-and its effect); only opening, resetting and closing connections await. Connections
+The decisions are pool.budget's (pure); this module executes them. They are made without
+awaiting (so no other task can interleave between a check and its effect); only opening,
+resetting and closing connections await. Connections
 come back through ``release`` (known clean), ``release_for_reset`` (reset first, in the
 pool's own task, so a leaving client never waits for it) or ``discard``.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -18,19 +18,10 @@ from dataclasses import dataclass, field
 import trio
 
 from tainted_proxy.backend.server import ServerConn, UpstreamError
-from tainted_proxy.state.settings import Settings, distance
+from tainted_proxy.pool import budget as decide
+from tainted_proxy.pool.budget import Budget, PoolKey, Want
 
-
-@dataclass(frozen=True, slots=True)
-class PoolKey:
-    """Connections are interchangeable only within one key: same upstream login and the
-    same protocol capabilities (they change how the server formats responses)."""
-
-    user: str
-    capabilities: int
-    #: transaction/statement pooling: the server's session trackers are on and the
-    #: connection carries a settings vector (session pooling resets instead)
-    tracked: bool = False
+__all__ = ["Pool", "PoolKey", "PoolStats", "PoolTimeout"]
 
 
 class PoolTimeout(Exception):
@@ -60,13 +51,8 @@ class _Waiter:
     event: trio.Event = field(default_factory=trio.Event)
     conn: ServerConn | None = None
     permit: bool = False
-    want: tuple[Settings, str | None] | None = None
+    want: Want | None = None
     passed_over: int = 0  # times a later waiter got a connection first (bounded)
-
-
-# waiters handed a connection by settings, ahead of the queue's head (see _waiter_for)
-_LOOK_AHEAD = 16
-_MAX_PASSED_OVER = 3
 
 Opener = Callable[[PoolKey], Awaitable[ServerConn]]
 
@@ -82,13 +68,10 @@ class Pool:
         max_lifetime: float = 3600.0,
     ) -> None:
         self._opener = opener
-        self.max_connections = max_connections
-        self.per_user_max = per_user_max or {}
+        self.budget = Budget(max_connections, per_user_max or {})
         self.idle_timeout = idle_timeout
         self.max_lifetime = max_lifetime
         self.idle: dict[PoolKey, list[ServerConn]] = {}
-        self.total = 0  # open + opening
-        self.by_user: dict[str, int] = {}
         self.in_use: set[ServerConn] = set()
         self.waiters: deque[_Waiter] = deque()
         self.stats = PoolStats()
@@ -118,30 +101,25 @@ class Pool:
     def idle_count(self) -> int:
         return sum(len(v) for v in self.idle.values())
 
-    def _user_cap(self, user: str) -> int:
-        return self.per_user_max.get(user, 0) or self.max_connections
+    @property
+    def max_connections(self) -> int:
+        return self.budget.max_connections
 
-    def _can_open(self, key: PoolKey) -> bool:
-        return self.total < self.max_connections and self.by_user.get(key.user, 0) < self._user_cap(
-            key.user
-        )
+    @property
+    def total(self) -> int:
+        """Upstream connections open or being opened."""
+        return self.budget.total
 
     def _reserve(self, key: PoolKey) -> None:
-        self.total += 1
-        self.by_user[key.user] = self.by_user.get(key.user, 0) + 1
-        if self.total > self.stats.peak_open:
-            self.stats.peak_open = self.total
-
-    def _unreserve(self, key: PoolKey) -> None:
-        self.total -= 1
-        self.by_user[key.user] -= 1
+        self.budget.reserve(key)
+        self.stats.peak_open = self.budget.peak
 
     # -- acquire -----------------------------------------------------------------
     async def acquire(
         self,
         key: PoolKey,
         timeout: float,
-        want: tuple[Settings, str | None] | None = None,
+        want: Want | None = None,
         prefer: ServerConn | None = None,
     ) -> ServerConn:
         """An upstream connection for ``key``: idle (same key; ``prefer`` if it is idle:
@@ -156,7 +134,7 @@ class Pool:
             return conn
         # Waiters only remain while no slot they may use is free (a freed slot is
         # handed out at once), so opening here never jumps the queue.
-        if self._can_open(key):
+        if self.budget.can_open(key):
             self._reserve(key)
             return await self._open(key)
         if not self.waiters:
@@ -166,79 +144,40 @@ class Pool:
         return await self._wait(key, timeout, want)
 
     def _take_idle(
-        self,
-        key: PoolKey,
-        want: tuple[Settings, str | None] | None = None,
-        prefer: ServerConn | None = None,
+        self, key: PoolKey, want: Want | None = None, prefer: ServerConn | None = None
     ) -> ServerConn | None:
         stack = self.idle.get(key)
-        if stack and prefer is not None and stack[-1] is not prefer and prefer in stack:
-            stack.remove(prefer)
-            stack.append(prefer)
-            if want is not None and prefer.settings == want[0] and prefer.schema == want[1]:
-                self.stats.exact_hits += 1
-                want = None
-        elif stack and want is not None:
-            self._settings_first(stack, want)
         while stack:
-            conn = stack.pop()  # LIFO: the warmest connection
+            i, exact = decide.choose_idle(stack, want, prefer)
+            conn = stack.pop(i)
             # idle_alive(): the server may have closed it while it sat idle (restart,
             # crash, wait_timeout); handing it out would fail the client's first query
             if conn.broken or not conn.idle_alive():
                 self._close(conn)
                 continue
+            if want is not None:
+                if exact:
+                    self.stats.exact_hits += 1
+                else:
+                    self.stats.nearest_hits += 1
             self.in_use.add(conn)
             return conn
         return None
 
-    def _settings_first(self, stack: list[ServerConn], want: tuple[Settings, str | None]) -> None:
-        """Move the best idle connection for ``want`` to the top of ``stack``: the
-        warmest exact match (no round trip), else the one with the fewest differing
-        variables (a schema change counts as one). A linear scan: idle stacks are at
-        most upstream.max_connections long, and the exact match is usually on top."""
-        settings, schema = want
-        best = -1
-        best_cost = 1 << 30
-        for i in range(len(stack) - 1, -1, -1):
-            c = stack[i]
-            if c.settings == settings and c.schema == schema:
-                best = i
-                best_cost = 0
-                break
-            cost = distance(c.settings, settings) + (c.schema != schema)
-            if cost < best_cost:
-                best, best_cost = i, cost
-        if best_cost == 0:
-            self.stats.exact_hits += 1
-        else:
-            self.stats.nearest_hits += 1
-        if best != len(stack) - 1:
-            stack.append(stack.pop(best))
-
     def _evict_idle_for(self, key: PoolKey) -> bool:
         """At the cap with idle connections of other keys: close the oldest one so its
         slot can serve ``key``. True if a slot was freed (and is now usable by key)."""
-        victim_key = None
-        oldest = math.inf
-        for k, stack in self.idle.items():
-            if k == key or not stack:
-                continue
-            if self.by_user.get(key.user, 0) >= self._user_cap(key.user) and k.user != key.user:
-                continue
-            if stack[0].last_used < oldest:
-                oldest = stack[0].last_used
-                victim_key = k
-        if victim_key is None:
+        victim = decide.eviction_victim(self.idle, key, self.budget)
+        if victim is None:
             return False
-        victim = self.idle[victim_key].pop(0)
-        self._close(victim)
-        return self._can_open(key)
+        self._close(self.idle[victim].pop(0))
+        return self.budget.can_open(key)
 
     async def _open(self, key: PoolKey) -> ServerConn:
         try:
             conn = await self._opener(key)
         except BaseException:
-            self._unreserve(key)
+            self.budget.unreserve(key)
             self._hand_out_slot()
             raise
         conn.key = key
@@ -246,9 +185,7 @@ class Pool:
         self.in_use.add(conn)
         return conn
 
-    async def _wait(
-        self, key: PoolKey, timeout: float, want: tuple[Settings, str | None] | None = None
-    ) -> ServerConn:
+    async def _wait(self, key: PoolKey, timeout: float, want: Want | None = None) -> ServerConn:
         waiter = _Waiter(key, want=want)
         self.waiters.append(waiter)
         self.stats.waited += 1
@@ -288,7 +225,7 @@ class Pool:
             self._give_back(conn)
         elif waiter.permit:
             waiter.permit = False
-            self._unreserve(waiter.key)
+            self.budget.unreserve(waiter.key)
             self._hand_out_slot()
 
     # -- release -----------------------------------------------------------------
@@ -336,8 +273,10 @@ class Pool:
     def _give_back(self, conn: ServerConn) -> None:
         key = conn.key
         assert isinstance(key, PoolKey)
-        w = self._waiter_for(conn, key)
-        if w is not None:
+        w, exact_ahead = decide.waiter_for(self.waiters, key, (conn.settings, conn.schema))
+        if exact_ahead:
+            self.stats.exact_hits += 1
+        if isinstance(w, _Waiter):
             self.waiters.remove(w)
             w.conn = conn
             self.in_use.add(conn)
@@ -350,34 +289,10 @@ class Pool:
             return
         self.idle.setdefault(key, []).append(conn)
 
-    def _waiter_for(self, conn: ServerConn, key: PoolKey) -> _Waiter | None:
-        """The first waiter of ``key`` (FIFO), unless one of the next few wants exactly
-        the settings and schema ``conn`` carries: then that one, so the hand-off costs
-        no SET round trip. A waiter is passed over at most _MAX_PASSED_OVER times, so
-        nobody starves."""
-        first: _Waiter | None = None
-        looked = 0
-        state = (conn.settings, conn.schema)
-        for w in self.waiters:
-            if w.key != key:
-                continue
-            if first is None:
-                first = w
-                if w.want is None or w.want == state or w.passed_over >= _MAX_PASSED_OVER:
-                    return w
-            elif w.want == state:
-                first.passed_over += 1
-                self.stats.exact_hits += 1
-                return w
-            looked += 1
-            if looked >= _LOOK_AHEAD:
-                break
-        return first
-
     def _hand_out_slot(self) -> None:
         """A slot was freed: let the first waiter that may use it open a connection."""
         for w in self.waiters:
-            if self._can_open(w.key):
+            if self.budget.can_open(w.key):
                 self.waiters.remove(w)
                 self._reserve(w.key)
                 w.permit = True
@@ -397,7 +312,7 @@ class Pool:
         conn.close()
         self.stats.closed += 1
         if isinstance(key, PoolKey):
-            self._unreserve(key)
+            self.budget.unreserve(key)
             conn.key = None  # never counted twice
 
     # -- janitor -----------------------------------------------------------------
@@ -409,11 +324,7 @@ class Pool:
             for key, stack in list(self.idle.items()):
                 keep = []
                 for c in stack:
-                    if (
-                        c.broken
-                        or (self.idle_timeout and now - c.last_used > self.idle_timeout)
-                        or (self.max_lifetime and now - c.created_at > self.max_lifetime)
-                    ):
+                    if decide.expired(c, now, self.idle_timeout, self.max_lifetime):
                         self._close(c)
                         freed = True
                     else:

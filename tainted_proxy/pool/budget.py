@@ -1,0 +1,164 @@
+"""The pool's decisions, pure: how many upstream connections may exist (the global cap and
+the per-login caps), which idle connection serves a checkout, which idle one to close to
+free a slot, which waiter a returned connection goes to, and when an idle one expires.
+
+pool.pool executes them (opens, waits, wakes, closes). Nothing here awaits, sleeps,
+peeks at a socket or touches an Event, so every choice is unit-tested in microseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tainted_proxy.state.settings import Settings, distance
+
+#: waiters handed a connection by settings, ahead of the queue's head (``waiter_for``)
+LOOK_AHEAD = 16
+MAX_PASSED_OVER = 3
+
+Want = tuple[Settings, str | None]  # (settings vector, schema)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolKey:
+    """Connections are interchangeable only within one key: same upstream login and the
+    same protocol capabilities (they change how the server formats responses)."""
+
+    user: str
+    capabilities: int
+    #: transaction/statement pooling: the server's session trackers are on and the
+    #: connection carries a settings vector (session pooling resets instead)
+    tracked: bool = False
+
+
+class Candidate(Protocol):
+    """What a choice reads of a connection."""
+
+    settings: Settings
+    schema: str | None
+    last_used: float
+    created_at: float
+    broken: bool
+
+
+class Waiting(Protocol):
+    key: PoolKey
+    want: Want | None
+    passed_over: int
+
+
+@dataclass(slots=True)
+class Budget:
+    """Upstream connections counted against the caps: open plus being opened."""
+
+    max_connections: int
+    per_user_max: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+    by_user: dict[str, int] = field(default_factory=dict)
+    peak: int = 0
+
+    def user_cap(self, user: str) -> int:
+        return self.per_user_max.get(user, 0) or self.max_connections
+
+    def can_open(self, key: PoolKey) -> bool:
+        return self.total < self.max_connections and self.by_user.get(
+            key.user, 0
+        ) < self.user_cap(key.user)
+
+    def reserve(self, key: PoolKey) -> None:
+        self.total += 1
+        self.by_user[key.user] = self.by_user.get(key.user, 0) + 1
+        self.peak = max(self.peak, self.total)
+
+    def unreserve(self, key: PoolKey) -> None:
+        self.total -= 1
+        self.by_user[key.user] -= 1
+
+    def user_full(self, user: str) -> bool:
+        return self.by_user.get(user, 0) >= self.user_cap(user)
+
+
+def choose_idle(
+    stack: Sequence[Candidate], want: Want | None, prefer: object | None
+) -> tuple[int, bool]:
+    """Which idle connection of a stack serves a checkout: ``prefer`` if it is there (the
+    connection the session used last still holds its per-statement values), else the
+    warmest whose settings and schema equal ``want``, else the one with the fewest
+    differing variables (a schema change counts as one), else the warmest. Returns
+    (index, exact: no round trip needed). ``stack`` is not empty."""
+    top = len(stack) - 1
+    if prefer is not None:
+        for i in range(top, -1, -1):
+            if stack[i] is prefer:
+                c = stack[i]
+                return i, want is None or (c.settings == want[0] and c.schema == want[1])
+    if want is None:
+        return top, True
+    settings, schema = want
+    best = top
+    best_cost = 1 << 30
+    for i in range(top, -1, -1):
+        c = stack[i]
+        if c.settings == settings and c.schema == schema:
+            return i, True
+        cost = distance(c.settings, settings) + (c.schema != schema)
+        if cost < best_cost:
+            best, best_cost = i, cost
+    return best, False
+
+
+def eviction_victim(
+    idle: Mapping[PoolKey, Sequence[Candidate]], key: PoolKey, budget: Budget
+) -> PoolKey | None:
+    """At the cap: the key of the idle stack whose oldest connection should be closed so
+    that its slot can serve ``key`` (never one of ``key`` itself; only the same login's
+    when that login is at its own cap)."""
+    victim: PoolKey | None = None
+    oldest = math.inf
+    own_full = budget.user_full(key.user)
+    for k, stack in idle.items():
+        if k == key or not stack:
+            continue
+        if own_full and k.user != key.user:
+            continue
+        if stack[0].last_used < oldest:
+            oldest = stack[0].last_used
+            victim = k
+    return victim
+
+
+def waiter_for(
+    waiters: Iterable[Waiting], key: PoolKey, state: Want
+) -> tuple[Waiting | None, bool]:
+    """Who gets a connection of ``key`` carrying ``state``: the first waiter of ``key``
+    (FIFO), unless one of the next few wants exactly that state (then that one: the
+    hand-off costs no SET round trip; the head is passed over at most MAX_PASSED_OVER
+    times, so nobody starves). Returns (waiter or None, it was an exact match ahead)."""
+    first: Waiting | None = None
+    looked = 0
+    for w in waiters:
+        if w.key != key:
+            continue
+        if first is None:
+            first = w
+            if w.want is None or w.want == state or w.passed_over >= MAX_PASSED_OVER:
+                return w, False
+        elif w.want == state:
+            first.passed_over += 1
+            return w, True
+        looked += 1
+        if looked >= LOOK_AHEAD:
+            break
+    return first, False
+
+
+def expired(c: Candidate, now: float, idle_timeout: float, max_lifetime: float) -> bool:
+    """Should the janitor close this idle connection?"""
+    return (
+        c.broken
+        or bool(idle_timeout and now - c.last_used > idle_timeout)
+        or bool(max_lifetime and now - c.created_at > max_lifetime)
+    )
