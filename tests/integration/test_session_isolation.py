@@ -514,3 +514,68 @@ def test_sql_prepare_from_a_literal_does_not_pin(shared, app_account, table):
     )
     assert got[1] == ("rows", ((1,),))
     assert p.call(lambda: p.proxy.stats.pins.get("prepared statement (PREPARE)", 0)) == 0
+
+
+# -- the same rows through the mariadb CLI (one process per user: alice's session has
+# ended when bob connects, and her connection went back to the pool unreset) -------------
+
+
+def cli_direct(srv: MariaDBServer, sql: str) -> subprocess.CompletedProcess[str]:
+    assert CLI is not None
+    return subprocess.run(
+        [CLI, "--no-defaults", "-h127.0.0.1", f"-P{srv.port}", "-uroot", "--batch", "-D", "test"]
+        + ["-e", sql],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+CLI_ROWS = {
+    "duplicate-key-warnings": (
+        "INSERT INTO {t} (email) VALUES ('a.secret@example.com');"
+        "INSERT IGNORE INTO {t} (email) VALUES ('a.secret@example.com')",
+        "SHOW WARNINGS; SHOW ERRORS; SELECT @@error_count, @@warning_count",
+    ),
+    "last-insert-id": (
+        "INSERT INTO {t} (v) VALUES (1); INSERT INTO {t} (v) VALUES (2)",
+        "SELECT LAST_INSERT_ID() + 0; SELECT LAST_INSERT_ID(); SELECT @@identity",
+    ),
+    "found-rows": (
+        "INSERT INTO {t} (v) VALUES (1), (2), (3); SELECT SQL_CALC_FOUND_ROWS v FROM {t} LIMIT 1",
+        "SELECT FOUND_ROWS()",
+    ),
+    "sequence": (
+        "SELECT NEXTVAL({t}_seq)",
+        "SELECT LASTVAL({t}_seq); SELECT PREVIOUS VALUE FOR {t}_seq",
+    ),
+}
+
+
+@pytest.mark.skipif(CLI is None, reason="the mariadb CLI is not installed")
+@pytest.mark.parametrize("row", CLI_ROWS)
+def test_cli_user_sees_only_its_own_values(shared, app_account, table, row):
+    alice_sql, bob_sql = (x.format(t=table) for x in CLI_ROWS[row])
+    app_account.execute(f"CREATE SEQUENCE IF NOT EXISTS test.{table}_seq")
+    try:
+        p = shared()
+
+        def reset() -> None:
+            app_account.execute(f"TRUNCATE TABLE test.{table}")
+            app_account.execute(f"ALTER SEQUENCE test.{table}_seq RESTART")
+
+        reset()
+        cli_direct(app_account, alice_sql)
+        direct = cli_direct(app_account, bob_sql)
+        reset()
+        assert cli(p.port, "alice", alice_sql).returncode == 0
+        bob = cli(p.port, "bob", bob_sql)
+        if row == "found-rows":
+            # a new MariaDB connection reads FOUND_ROWS() left in the cached server thread
+            # by an earlier connection (not reset at connect): a new session through the
+            # proxy reads 0, its own
+            direct.stdout = "FOUND_ROWS()\n0\n"
+        assert (bob.returncode, bob.stdout) == (direct.returncode, direct.stdout), bob.stderr
+        assert "secret" not in bob.stdout
+    finally:
+        app_account.execute(f"DROP SEQUENCE IF EXISTS test.{table}_seq")
