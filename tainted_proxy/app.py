@@ -26,6 +26,7 @@ from tainted_proxy.wire.constants import DEFAULT_CHARSET_ID
 log = logging.getLogger("tainted_proxy")
 
 DEFAULT_SERVER_VERSION = "5.5.5-10.11.0-MariaDB-tainted-proxy"
+HISTORY_INTERVAL = 5.0  # seconds between samples of the multiplexing ratio
 
 
 def _caps_by_upstream_user(config: Config) -> dict[str, int]:
@@ -150,6 +151,12 @@ class Proxy:
         finally:
             conn.close()
 
+    async def _sample_history(self) -> None:
+        """The multiplexing ratio over time (client sessions, upstream connections)."""
+        while True:
+            self.accounting.sample(len(self.sessions), self.pool.total)
+            await trio.sleep(HISTORY_INTERVAL)
+
     # -- serving -------------------------------------------------------------------------
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         await self.probe_upstream()
@@ -159,6 +166,7 @@ class Proxy:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.pool.run)
+                nursery.start_soon(self._sample_history)
                 task_status.started(self.port)
                 await Listener(self, lsock).accept_loop(nursery)
         finally:

@@ -14,10 +14,13 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import TYPE_CHECKING
 
 import trio
 
+from tainted_proxy.accounting import VALUES_REFUSED
 from tainted_proxy.backend.server import UpstreamError
 from tainted_proxy.frontend.client import Client, SessionEnd
 from tainted_proxy.net import ConnectionClosed
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
     from tainted_proxy.backend.server import ServerConn
     from tainted_proxy.pool.pool import PoolKey
     from tainted_proxy.state.settings import Settings
+
+log = logging.getLogger("tainted_proxy.checkout")
 
 # the proxy's own exchanges with the server (SET, INIT_DB, RESET, reads) are short
 OWN_EXCHANGE_TIMEOUT = 30.0
@@ -94,13 +99,31 @@ async def acquire_or_error(
 ) -> ServerConn | ErrPacket:
     """A connection from the pool, or the ERR the client should get instead."""
     svc = cl.services
+    pool = svc.pool
     try:
-        return await svc.pool.acquire(key, svc.config.pool.checkout_timeout, want, prefer)
+        waited_before = pool.stats.waited
+        started = time.monotonic()
+        conn = await pool.acquire(key, svc.config.pool.checkout_timeout, want, prefer)
+        if pool.stats.waited != waited_before:
+            svc.accounting.waited(time.monotonic() - started)
+        return conn
     except PoolTimeout as exc:
         svc.accounting.stats.checkout_timeouts += 1
+        svc.accounting.stats.errors["checkout timeout"] += 1
+        log.warning("event=checkout_timeout client=%s user=%s reason=%r", cl.id, cl.user, str(exc))
         return ErrPacket(ER_CON_COUNT_ERROR, "08004", f"Too many connections: tainted-proxy: {exc}")
     except _UPSTREAM_ERRORS as exc:
-        return upstream_unavailable(exc)
+        err = upstream_unavailable(exc)
+        svc.accounting.stats.errors["upstream unavailable"] += 1
+        log.warning(
+            "event=upstream_connect_failed client=%s user=%s upstream_user=%s code=%s error=%r",
+            cl.id,
+            cl.user,
+            key.user,
+            err.code,
+            str(exc),
+        )
+        return err
 
 
 async def checkout(cl: Client, c: Classification | None, seq: int, login: bool = False) -> bool:
@@ -134,9 +157,12 @@ async def checkout_or_error(
     if state.values.pending and owner is not cl and cl.values_ready is not None:
         # this session's own are being read by whoever took its connection
         await cl.values_ready.wait()
+    stats = svc.accounting.stats
     if up.carries(state.settings, state.schema):
+        stats.checkout_same_settings += 1
         cl.up = up  # the exact sub-pool hit: no round trip (and no timer to arm)
         return None
+    stats.checkout_settings_applied += 1
     try:
         with trio.fail_after(OWN_EXCHANGE_TIMEOUT):
             if await up.converge(state.settings, state.schema, svc.catalog.baseline):
@@ -207,16 +233,21 @@ def give_back(cl: Client, up: ServerConn, reusable: bool) -> None:
     svc = cl.services
     pool = svc.pool
     state = cl.state
+    stats = svc.accounting.stats
     if up.kills_in_flight or up.options_changed or not reusable or state.pins.xa:
         # (XA: COM_RESET_CONNECTION of a PREPARED XA transaction orphans it with its
         # locks on MariaDB 10.11; closing the connection lets XA RECOVER see it)
+        stats.released_closed += 1
         pool.discard(up)
     elif state.mode is None:
+        stats.released_reset += 1
         pool.release_for_reset(up, svc.default_schema_for(up))
     elif state.release_needs_reset(up):
         # roll back, drop temp tables and locks: the next session starts clean
+        stats.released_reset += 1
         pool.release_for_reset(up, up.schema)
     else:
+        stats.released += 1
         pool.release(up)
 
 
@@ -260,6 +291,9 @@ async def restore_values(
     )
     if isinstance(plan, str):
         svc.accounting.stats.values_refused += 1
+        svc.accounting.event(
+            cl.user, cl.program, state.mode or "session", c.fingerprint, VALUES_REFUSED
+        )
         await cl.io.send_error(
             1235,
             "42000",
@@ -315,8 +349,8 @@ async def claim_thread_id(cl: Client, up: ServerConn) -> None:
 
 
 def publish_pin(cl: Client, reason: str | None) -> None:
-    """Record the start or the end of a pin (counters, the taint ledger, the per-user
-    pinned count that users.NAME.max_pinned caps)."""
+    """Record the start or the end of a pin (counters, the taint ledger with every reason
+    that holds, the per-user pinned count that users.NAME.max_pinned caps)."""
     state = cl.state
     was = state.pin_reason
     state.pin_reason = reason
@@ -331,9 +365,29 @@ def publish_pin(cl: Client, reason: str | None) -> None:
             fp = fingerprint(cl.sql)
         else:
             fp = ""
-        svc.accounting.pin_started(cl.user, reason, fp)
+        reasons = state.pins.reasons() or [reason]
+        cl.pin_ticket = svc.accounting.pin_started(
+            cl.user, cl.program, state.mode or "session", fp, reasons
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "event=pin_started client=%s user=%s reasons=%r statement=%r",
+                cl.id,
+                cl.user,
+                reasons,
+                fp,
+            )
     else:
-        svc.accounting.pin_ended(cl.user)
+        ticket, cl.pin_ticket = cl.pin_ticket, None
+        if ticket is not None:
+            svc.accounting.pin_ended(ticket)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "event=pin_ended client=%s user=%s held_seconds=%.3f",
+                    cl.id,
+                    cl.user,
+                    svc.accounting.now() - ticket.started,
+                )
         svc.unpinned.set()
         svc.unpinned = trio.Event()
 
@@ -353,6 +407,15 @@ async def wait_for_pin_slot(cl: Client, reason: str) -> bool:
             await svc.unpinned.wait()
         return True
     accounting.stats.checkout_timeouts += 1
+    accounting.stats.errors["max_pinned"] += 1
+    log.warning(
+        "event=max_pinned_refused client=%s user=%s pinned=%s max_pinned=%s reason=%r",
+        cl.id,
+        cl.user,
+        accounting.pinned(cl.user),
+        cap,
+        reason,
+    )
     await cl.io.send_error(
         ER_CON_COUNT_ERROR,
         "08004",

@@ -24,7 +24,7 @@ from tainted_proxy.state.session import SessionState
 from tainted_proxy.taint.effects import Classification
 
 if TYPE_CHECKING:
-    from tainted_proxy.accounting import Accounting
+    from tainted_proxy.accounting import Accounting, PinTicket
     from tainted_proxy.backend.catalog import Catalog
     from tainted_proxy.backend.server import ServerConn
     from tainted_proxy.config import Config
@@ -81,6 +81,10 @@ class Client:
         self.queries = 0
         #: set when another session has read this one's pending values (state.values)
         self.values_ready: trio.Event | None = None
+        #: the accounting's record of the pin held now (frontend.checkout.publish_pin)
+        self.pin_ticket: PinTicket | None = None
+        #: when the command being handled arrived (0: none), for the admin surface
+        self.command_started = 0.0
         # the response being relayed: what its session-state blocks said, and the
         # statement it answers (the taint ledger fingerprints it)
         self.reports = Reports()
@@ -95,6 +99,14 @@ class Client:
     @property
     def pin_reason(self) -> str | None:
         return self.state.pin_reason
+
+    @property
+    def program(self) -> str:
+        """The client program, from the connect attributes."""
+        if self.login is None:
+            return ""
+        attrs = self.login.attributes
+        return attrs.get("program_name") or attrs.get("_client_name", "")
 
     def status(self) -> int:
         """The status flags the client's next OK carries."""

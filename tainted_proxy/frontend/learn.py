@@ -4,13 +4,20 @@ charset change implies)."""
 
 from __future__ import annotations
 
+import logging
+
 import trio
 
+from tainted_proxy.accounting import UNEXPLAINED
 from tainted_proxy.backend.server import UpstreamError
 from tainted_proxy.frontend.checkout import OWN_EXCHANGE_TIMEOUT
 from tainted_proxy.frontend.client import Client
 from tainted_proxy.state import learn as statelearn
+from tainted_proxy.state import pins as pinreasons
 from tainted_proxy.taint.effects import Classification
+from tainted_proxy.taint.fingerprint import fingerprint
+
+log = logging.getLogger("tainted_proxy.learn")
 
 
 async def after_command(cl: Client, statement: bool, c: Classification | None) -> None:
@@ -35,9 +42,21 @@ async def after_command(cl: Client, statement: bool, c: Classification | None) -
             if collation is None:
                 collation = await _collation_on(up)
     response = statelearn.ResponseSummary.of(tracker)
+    sticky_before = state.pins.sticky
     statelearn.learn(
         state, up, c, cl.sql, reports, response, changes, collation, catalog.baseline, statement
     )
+    sticky = state.pins.sticky
+    if sticky is not None and sticky != sticky_before and sticky == pinreasons.UNEXPLAINED:
+        fp = c.fingerprint if c is not None else fingerprint(cl.sql) if cl.sql else ""
+        svc.accounting.event(cl.user, cl.program, state.mode or "session", fp, UNEXPLAINED)
+        log.info(
+            "event=unexplained_state_change client=%s user=%s program=%r statement=%r",
+            cl.id,
+            cl.user,
+            cl.program,
+            fp,
+        )
 
 
 async def _collation_on(up) -> str | None:  # type: ignore[no-untyped-def]

@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import logging
+
+from tainted_proxy.accounting import REFUSED
 from tainted_proxy.frontend.client import Client
 from tainted_proxy.state import answers
 from tainted_proxy.state import values as statevalues
@@ -18,6 +21,8 @@ from tainted_proxy.state.verdict import opens_transaction, statement_mode_refusa
 from tainted_proxy.taint.effects import Classification
 from tainted_proxy.wire.constants import ER_UNKNOWN_ERROR
 from tainted_proxy.wire.packets import ok_response, text_resultset
+
+log = logging.getLogger("tainted_proxy.local")
 
 _ITEM_VALUE = {
     "insert_id": statevalues.INSERT_ID,
@@ -86,7 +91,16 @@ async def refused_in_statement_mode(cl: Client, c: Classification) -> bool:
     that would open a transaction outliving it."""
     if cl.state.mode != "statement" or not opens_transaction(c):
         return False
-    cl.services.accounting.stats.refused_in_statement_mode += 1
+    accounting = cl.services.accounting
+    accounting.stats.refused_in_statement_mode += 1
+    accounting.event(cl.user, cl.program, "statement", c.fingerprint, REFUSED)
+    log.info(
+        "event=statement_refused client=%s user=%s program=%r statement=%r",
+        cl.id,
+        cl.user,
+        cl.program,
+        c.fingerprint,
+    )
     await cl.io.send_error(1235, "42000", statement_mode_refusal(cl.user), 1)
     return True
 

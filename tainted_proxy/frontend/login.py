@@ -7,6 +7,7 @@ a proper ERR (frontend.checkout.upstream_unavailable)."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import trio
@@ -29,6 +30,8 @@ from tainted_proxy.wire.packets import ErrPacket, com_init_db, com_query, ok_res
 
 if TYPE_CHECKING:
     from tainted_proxy.backend.server import ServerConn
+
+log = logging.getLogger("tainted_proxy.login")
 
 # the largest packet a client may send before it has logged in
 _MAX_LOGIN_PACKET = 128 * 1024
@@ -54,6 +57,13 @@ async def login(cl: Client) -> bool:
             )
     except AuthFailed as exc:
         svc.accounting.stats.auth_failures += 1
+        log.info(
+            "event=login_failed client=%s address=%s code=%s reason=%r",
+            cl.id,
+            io.peer_host,
+            exc.code,
+            exc.message,
+        )
         await cl.try_error(2, exc.code, exc.sqlstate, exc.message)
         return False
     except trio.TooSlowError:

@@ -12,6 +12,7 @@ mid-result, protocol error, upstream failure).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -162,6 +163,7 @@ async def _command_loop(cl: Client) -> None:
             raise ProtocolError("empty command packet")
         cmd = data[4]
         cl.queries += 1
+        cl.command_started = time.monotonic()
         if cmd == COM_QUERY or cmd == COM_STMT_PREPARE:
             # C-speed pre-checks; only suspicious commands are copied and examined
             if kill.may_answer(cl, cmd, data, size):

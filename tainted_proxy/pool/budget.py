@@ -64,9 +64,9 @@ class Budget:
         return self.per_user_max.get(user, 0) or self.max_connections
 
     def can_open(self, key: PoolKey) -> bool:
-        return self.total < self.max_connections and self.by_user.get(
-            key.user, 0
-        ) < self.user_cap(key.user)
+        return self.total < self.max_connections and self.by_user.get(key.user, 0) < self.user_cap(
+            key.user
+        )
 
     def reserve(self, key: PoolKey) -> None:
         self.total += 1

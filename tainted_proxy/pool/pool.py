@@ -54,6 +54,7 @@ class _Waiter:
     want: Want | None = None
     passed_over: int = 0  # times a later waiter got a connection first (bounded)
 
+
 Opener = Callable[[PoolKey], Awaitable[ServerConn]]
 
 

@@ -173,6 +173,41 @@ class Pins:
             return _NEXT_TX
         return None
 
+    def reasons(self) -> list[str]:
+        """Every reason that holds now (``reason`` is the first of them)."""
+        out: list[str] = []
+        if self.sticky:
+            out.append(self.sticky)
+        if self.protocol:
+            out.append(self.protocol)
+        if self.xa:
+            out.append(_XA)
+        out.extend(sorted(self.table_locks))
+        if self.temp_tables:
+            out.append(_TEMP)
+        if self.locks:
+            out.append(_LOCK)
+        if self.prepared:
+            out.append(_PREPARE)
+        if self.handlers:
+            out.append(_HANDLER)
+        if self.user_vars:
+            out.append(_USER_VAR)
+        if self.next_tx:
+            out.append(_NEXT_TX)
+        return out
+
+    def objects(self) -> list[str]:
+        """What holds, object by object (temporary tables, lock names...), for reports."""
+        out = [f"temporary table {t}" for t in sorted(self.temp_tables)]
+        out += [
+            f"lock {n!r} x{k}" if k > 1 else f"lock {n!r}" for n, k in sorted(self.locks.items())
+        ]
+        out += [f"prepared statement {n}" for n in sorted(self.prepared)]
+        out += [f"handler {h}" for h in sorted(self.handlers)]
+        out += [f"@{v}" for v in sorted(self.user_vars)]
+        return out
+
     def clear(self) -> None:
         """COM_RESET_CONNECTION / COM_CHANGE_USER: the server forgot everything."""
         schema = self.schema

@@ -1,0 +1,233 @@
+"""What the admin surface shows, as plain JSON-able data, read from a running proxy.
+
+Every interface (the HTTP endpoint and its page, /metrics, the SQL console, ``tainted-proxy
+report``) shows these same views, so they never disagree:
+
+* ``report``: the taint ledger (totals and the last minutes), with a hint per top offender;
+* ``pools``: per upstream login and pool key: client sessions active / idle / waiting,
+  upstream connections in use and idle per settings key (the sub-pools, settings shown
+  readably), pinned sessions, wait-time percentiles, the multiplexing ratio and its history;
+* ``sessions``: one row per client session (user, address, program, mode, held upstream
+  connection and its server thread id, pin with reasons, objects and age, current
+  statement and its age);
+* ``servers``: one row per upstream connection;
+* ``stats``: the process counters.
+
+Built on the event loop's thread (the proxy's state is never read from another thread).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from tainted_proxy.admin.hints import hint
+
+if TYPE_CHECKING:
+    from tainted_proxy.app import Proxy
+    from tainted_proxy.backend.server import ServerConn
+    from tainted_proxy.frontend.client import Client
+
+TOP = 50
+
+
+def settings_text(settings: frozenset[tuple[str, str]], schema: str | None = None) -> str:
+    """A settings key as an operator reads it: ``time_zone=+05:30, @v='x'; schema=db``."""
+    parts = [f"{n}={v}" for n, v in sorted(settings)]
+    text = ", ".join(parts) if parts else "(server defaults)"
+    return text if schema is None else f"{text}; schema={schema}"
+
+
+def session_row(cl: Client, now: float) -> dict[str, Any]:
+    state = cl.state
+    up = cl.up
+    ticket = cl.pin_ticket
+    busy = cl.busy and cl.command_started
+    return {
+        "id": cl.id,
+        "user": cl.user,
+        "address": cl.io.peer_host,
+        "program": cl.program,
+        "mode": state.mode or "session",
+        "state": "active" if cl.busy else ("holding" if up is not None else "idle"),
+        "upstream_thread_id": up.thread_id if up is not None else None,
+        "pin": state.pin_reason,
+        "pin_reasons": state.pins.reasons(),
+        "pin_objects": state.pins.objects(),
+        "pin_age_seconds": round(time.time() - ticket.started, 3) if ticket else None,
+        "statement": (
+            cl.statement.fingerprint
+            if cl.statement is not None
+            else cl.sql[:200].decode("utf-8", "replace")
+        )
+        if busy
+        else None,
+        "statement_age_seconds": round(now - cl.command_started, 3) if busy else None,
+        "connected_seconds": round(now - cl.connected_at, 1),
+        "statements": cl.queries,
+    }
+
+
+def sessions(proxy: Proxy) -> list[dict[str, Any]]:
+    now = time.monotonic()
+    return [session_row(cl, now) for cl in list(proxy.sessions.values()) if cl.login is not None]
+
+
+def server_row(conn: ServerConn, holder: Client | None, now: float) -> dict[str, Any]:
+    return {
+        "thread_id": conn.thread_id,
+        "upstream_user": conn.user,
+        "state": "in use" if holder is not None else "idle",
+        "client_id": holder.id if holder is not None else None,
+        "settings": settings_text(conn.settings, conn.schema),
+        "age_seconds": round(now - conn.created_at, 1),
+        "idle_seconds": round(now - conn.last_used, 1) if holder is None else 0.0,
+    }
+
+
+def servers(proxy: Proxy) -> list[dict[str, Any]]:
+    now = time.monotonic()
+    holders = {id(cl.up): cl for cl in proxy.sessions.values() if cl.up is not None}
+    pool = proxy.pool
+    rows = [server_row(c, holders.get(id(c)), now) for c in pool.in_use]
+    for stack in pool.idle.values():
+        rows.extend(server_row(c, None, now) for c in stack)
+    rows.sort(key=lambda r: r["thread_id"])
+    return rows
+
+
+def pools(proxy: Proxy) -> list[dict[str, Any]]:
+    """One row per upstream login."""
+    pool = proxy.pool
+    by_login: dict[str, dict[str, Any]] = {}
+
+    def row(login: str) -> dict[str, Any]:
+        r = by_login.get(login)
+        if r is None:
+            r = by_login[login] = {
+                "upstream_user": login,
+                "users": set(),
+                "modes": set(),
+                "clients_active": 0,
+                "clients_idle": 0,
+                "clients_waiting": 0,
+                "pinned": 0,
+                "upstream_in_use": 0,
+                "upstream_idle": 0,
+                "cap": pool.budget.user_cap(login),
+                "subpools": Counter(),
+            }
+        return r
+
+    for cl in proxy.sessions.values():
+        if cl.key is None:
+            continue
+        r = row(cl.key.user)
+        r["users"].add(cl.user)
+        r["modes"].add(cl.state.mode or "session")
+        if cl.busy or cl.up is not None:
+            r["clients_active"] += 1
+        else:
+            r["clients_idle"] += 1
+        if cl.state.pin_reason is not None:
+            r["pinned"] += 1
+    for w in pool.waiters:
+        row(w.key.user)["clients_waiting"] += 1
+    for c in pool.in_use:
+        if c.key is not None:
+            row(c.key.user)["upstream_in_use"] += 1  # type: ignore[attr-defined]
+    for key, stack in pool.idle.items():
+        r = row(key.user)
+        r["upstream_idle"] += len(stack)
+        for c in stack:
+            r["subpools"][settings_text(c.settings, c.schema)] += 1
+    out = []
+    for r in by_login.values():
+        upstream = r["upstream_in_use"] + r["upstream_idle"]
+        clients = r["clients_active"] + r["clients_idle"]
+        r["users"] = sorted(r["users"])
+        r["modes"] = sorted(r["modes"])
+        r["subpools"] = [{"settings": k, "idle": n} for k, n in r["subpools"].most_common()]
+        r["multiplexing_ratio"] = round(clients / upstream, 2) if upstream else None
+        out.append(r)
+    return sorted(out, key=lambda r: r["upstream_user"])
+
+
+def totals(proxy: Proxy) -> dict[str, Any]:
+    pool = proxy.pool
+    clients = len(proxy.sessions)
+    upstream = pool.total
+    return {
+        "client_sessions": clients,
+        "upstream_connections": upstream,
+        "upstream_cap": pool.max_connections,
+        "upstream_idle": pool.idle_count,
+        "waiting": len(pool.waiters),
+        "pinned": proxy.accounting.stats.pinned_now,
+        "multiplexing_ratio": round(clients / upstream, 2) if upstream else None,
+        "wait_seconds": proxy.accounting.wait_percentiles(),
+        "history": [
+            {"time": t, "client_sessions": c, "upstream_connections": u}
+            for t, c, u in proxy.accounting.history
+        ],
+    }
+
+
+def report(proxy: Proxy, minutes: int = 5) -> dict[str, Any]:
+    """The taint ledger, largest first, each top offender with a hint."""
+    acc = proxy.accounting
+    entries = sorted(acc.entries.values(), key=lambda e: (-e.count, -e.pinned_seconds))
+    sessions_by_user = Counter(cl.user for cl in proxy.sessions.values())
+    rows = []
+    for e in entries[:TOP]:
+        d = e.as_dict()
+        d["hint"] = hint(e.reason, user=e.user, count=e.count, fingerprint=e.fingerprint)
+        rows.append(d)
+    recent = [
+        {"user": user, "reason": reason, "count": n}
+        for (user, reason), n in acc.recent(minutes).most_common(TOP)
+    ]
+    return {
+        "generated_at": time.time(),
+        "window_minutes": minutes,
+        "ledger": rows,
+        "ledger_entries": len(acc.entries),
+        "recent": recent,
+        "pins_by_reason": dict(acc.stats.pins.most_common()),
+        "sessions_by_user": dict(sessions_by_user),
+    }
+
+
+def stats(proxy: Proxy) -> dict[str, Any]:
+    s = proxy.accounting.stats
+    ps = proxy.pool.stats
+    out: dict[str, Any] = {
+        name: getattr(s, name)
+        for name in s.__slots__  # type: ignore[attr-defined]
+        if not isinstance(getattr(s, name), Counter)
+    }
+    out["errors"] = dict(s.errors)
+    out["pins"] = dict(s.pins)
+    out["pool"] = {name: getattr(ps, name) for name in ps.__slots__}  # type: ignore[attr-defined]
+    return out
+
+
+def config(proxy: Proxy) -> dict[str, Any]:
+    """The configuration in force, passwords and tokens left out."""
+    data = proxy.config.model_dump(mode="json")
+    return _redact(data)
+
+
+_SECRET_WORDS = ("password", "token", "secret", "stage2")
+
+
+def _redact(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {
+            k: ("(set)" if v2 else "") if any(w in k for w in _SECRET_WORDS) else _redact(v2)
+            for k, v2 in v.items()
+        }
+    if isinstance(v, list):
+        return [_redact(x) for x in v]
+    return v
