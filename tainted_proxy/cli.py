@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 
@@ -24,10 +23,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from tainted_proxy.logs import configure
+
+    configure(args.log_level or cfg.log.level, args.log_format or cfg.log.format)
     proxy = Proxy(cfg)
 
     async def main() -> None:
@@ -70,7 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--upstream-host", help="override upstream.host")
     serve.add_argument("--upstream-port", type=int, help="override upstream.port")
     serve.add_argument("--max-connections", type=int, help="override upstream.max_connections")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="override [log] level (default: info)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="override [log] format: key=value text lines (default) or JSON lines",
+    )
     serve.set_defaults(func=_serve)
     demo = sub.add_parser(
         "demo", help="run the proxy against a throwaway MariaDB and show it working"

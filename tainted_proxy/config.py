@@ -368,6 +368,16 @@ def _key(name: str) -> str:
     return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else '"' + name.replace('"', '\\"') + '"'
 
 
+class LogSection(BaseModel):
+    """``[log]``: what the proxy logs and how (``--log-level`` / ``--log-format`` win)."""
+
+    model_config = _STRICT
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    #: "text": key=value event lines; "json": one JSON object per line
+    format: Literal["text", "json"] = "text"
+
+
 class Config(BaseModel):
     """The whole configuration file."""
 
@@ -376,6 +386,7 @@ class Config(BaseModel):
     proxy: ProxySection = ProxySection()
     upstream: UpstreamSection = UpstreamSection()
     pool: PoolSection = PoolSection()
+    log: LogSection = LogSection()
     users: dict[str, UserConfig] = {}
 
     @model_validator(mode="before")
