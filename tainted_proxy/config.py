@@ -35,6 +35,7 @@ from pydantic_core import PydanticCustomError
 from tainted_proxy.wire.auth import native_password_hash, native_password_stage2
 
 __all__ = [
+    "AdminConfig",
     "Config",
     "ConfigError",
     "PoolMode",
@@ -283,6 +284,16 @@ class PoolSection(BaseModel):
     prepared_statement_cache: int = Field(256, ge=1)
 
 
+class AdminConfig(BaseModel):
+    """``[admin]``: the admin surface."""
+
+    model_config = _STRICT
+
+    # proxy user names (``[users.<name>]``) allowed in the SQL console (database
+    # ``tainted_proxy`` on the proxy's own port)
+    users: list[str] = []
+
+
 class UserConfig(BaseModel):
     """``[users.<name>]``: a user allowed to log in to the proxy.
 
@@ -387,6 +398,7 @@ class Config(BaseModel):
     upstream: UpstreamSection = UpstreamSection()
     pool: PoolSection = PoolSection()
     log: LogSection = LogSection()
+    admin: AdminConfig = AdminConfig()
     users: dict[str, UserConfig] = {}
 
     @model_validator(mode="before")
@@ -477,6 +489,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "proxy": ProxySection,
     "upstream": UpstreamSection,
     "pool": PoolSection,
+    "admin": AdminConfig,
 }
 
 
