@@ -39,6 +39,12 @@ class SessionEnd(Exception):
         self.reusable = reusable
 
 
+class StatementLost(Exception):
+    """A pooled session's statement lost its upstream connection before any of its answer
+    reached the client, and nothing of the session lived only there: the client got an
+    error for that statement and the session goes on (frontend.relay.upstream_lost)."""
+
+
 class Services(Protocol):
     """What a client uses of the process (app.Proxy provides it)."""
 

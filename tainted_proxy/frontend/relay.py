@@ -9,14 +9,17 @@ CLIENT_SESSION_TRACK. LOCAL INFILE data is relayed in between.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
-from tainted_proxy.frontend.client import Client, SessionEnd
+from tainted_proxy.frontend.client import Client, SessionEnd, StatementLost
 from tainted_proxy.net import ConnectionClosed
 from tainted_proxy.wire.constants import (
     CLIENT_SESSION_TRACK,
     ER_PROXY_UPSTREAM,
+    ER_QUERY_INTERRUPTED,
     SERVER_SESSION_STATE_CHANGED,
+    SERVER_STATUS_IN_TRANS,
 )
 from tainted_proxy.wire.packets import (
     OkPacket,
@@ -30,6 +33,8 @@ from tainted_proxy.wire.packets import (
 
 if TYPE_CHECKING:
     from tainted_proxy.backend.server import ServerConn
+
+log = logging.getLogger("tainted_proxy.relay")
 
 
 async def relay(cl: Client, cmd: int, size: int) -> None:
@@ -110,9 +115,48 @@ async def _relay_infile(cl: Client, up: ServerConn) -> None:
 
 
 async def upstream_lost(cl: Client, forwarded: bool) -> None:
-    """The upstream connection broke mid-command: tell the client if it can still parse
-    an ERR, then end the session (its server-side state is gone)."""
-    cl.services.accounting.stats.upstream_lost += 1
+    """The upstream connection broke mid-command (a database restart, a crash). A pooled
+    session that was neither in a transaction nor pinned lost only this statement: it
+    gets ERR 1317 (a server code: drivers keep the connection) and goes on
+    (StatementLost). Otherwise tell the client if it can still parse an ERR, then end the
+    session: its transaction or pinned state is gone."""
+    svc = cl.services
+    svc.accounting.stats.upstream_lost += 1
+    svc.accounting.stats.errors["upstream lost"] += 1
+    up = cl.up
+    state = cl.state
+    if (
+        not forwarded
+        and up is not None
+        and state.mode is not None
+        and not up.status & SERVER_STATUS_IN_TRANS
+        and state.pins.reason() is None
+    ):
+        cl.up = None
+        svc.pool.discard(up)
+        cl.busy = False
+        log.warning(
+            "event=statement_lost client=%s user=%s upstream_thread=%s",
+            cl.id,
+            cl.user,
+            up.thread_id,
+        )
+        await cl.try_error(
+            1,
+            ER_QUERY_INTERRUPTED,
+            "70100",
+            "tainted-proxy: the upstream connection was lost while this statement ran (did "
+            "the database restart?); it may or may not have been applied; the session goes on",
+        )
+        raise StatementLost
+    log.warning(
+        "event=session_lost client=%s user=%s mode=%s in_transaction=%s pin=%r",
+        cl.id,
+        cl.user,
+        state.mode or "session",
+        bool(up is not None and up.status & SERVER_STATUS_IN_TRANS),
+        state.pins.reason(),
+    )
     if not forwarded:
         await cl.try_error(
             1,

@@ -19,7 +19,7 @@ import trio
 
 from tainted_proxy.frontend import checkout, commands, kill, login, pooled, prepared, relay
 from tainted_proxy.frontend.checkout import OWN_EXCHANGE_TIMEOUT
-from tainted_proxy.frontend.client import Client, SessionEnd
+from tainted_proxy.frontend.client import Client, SessionEnd, StatementLost
 from tainted_proxy.frontend.client_io import PacketTooLarge
 from tainted_proxy.net import ConnectionClosed
 from tainted_proxy.wire.constants import (
@@ -197,10 +197,14 @@ async def _command_loop(cl: Client) -> None:
             )
             continue
         if cl.state.mode is not None:
-            if cmd in prepared.STMT_COMMANDS:
-                await prepared.command(cl, cmd, size)  # virtualized: never pins by itself
-            else:
-                await pooled.command(cl, cmd, size)
+            try:
+                if cmd in prepared.STMT_COMMANDS:
+                    await prepared.command(cl, cmd, size)  # virtualized: never pins itself
+                else:
+                    await pooled.command(cl, cmd, size)
+            except StatementLost:
+                # (the command's bytes were consumed by the relay before it was lost)
+                pass
             continue
         if cmd == COM_SET_OPTION and cl.up is not None:
             # multi-statements on/off outlives a reset: such a connection is never reused
