@@ -284,14 +284,60 @@ class PoolSection(BaseModel):
     prepared_statement_cache: int = Field(256, ge=1)
 
 
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or the name ``localhost``."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class AdminConfig(BaseModel):
-    """``[admin]``: the admin surface."""
+    """``[admin]``: the admin surface (docs/admin.md)."""
 
     model_config = _STRICT
 
+    #: the HTTP endpoint (JSON views, /metrics, the page): host:port, "" = off
+    listen: str = "127.0.0.1:6034"
+    #: bearer token every HTTP request must carry (required unless listen is loopback)
+    token: str = Field("", repr=False)
     # proxy user names (``[users.<name>]``) allowed in the SQL console (database
     # ``tainted_proxy`` on the proxy's own port)
     users: list[str] = []
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        if v:
+            parse_listen(v)
+        return v
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[\x21-\x7e]+", v):
+            raise ValueError("must be printable ASCII without spaces (it is sent in a header)")
+        return v
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> AdminConfig:
+        if self.listen and not self.token and not is_loopback_host(self.listen_host):
+            raise _problem(
+                "token",
+                f"is required when listen ({self.listen}) is not a loopback address: "
+                "anyone who can reach it could read the sessions and statements",
+            )
+        return self
+
+    @property
+    def listen_host(self) -> str:
+        return parse_listen(self.listen)[0]
+
+    @property
+    def listen_port(self) -> int:
+        return parse_listen(self.listen)[1]
 
 
 class UserConfig(BaseModel):

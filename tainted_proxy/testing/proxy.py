@@ -3,6 +3,7 @@ blocking client libraries can talk to it from the main thread."""
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -20,9 +21,11 @@ def config_for(
     upstream: dict[str, Any] | None = None,
     proxy: dict[str, Any] | None = None,
     pool: dict[str, Any] | None = None,
+    admin: dict[str, Any] | None = None,
 ) -> Config:
     """A Config for a proxy on a free port in front of ``host:port`` (TOML built from
-    dicts, so it goes through the same validation as a file)."""
+    dicts, so it goes through the same validation as a file). The admin HTTP endpoint is
+    off unless ``admin`` says otherwise (e.g. ``{"listen": "127.0.0.1:0"}``)."""
     users = users or {"root": {"password": ""}}
 
     def table(name: str, values: dict[str, Any]) -> str:
@@ -30,6 +33,8 @@ def config_for(
         for k, v in values.items():
             if isinstance(v, bool):
                 lines.append(f"{k} = {'true' if v else 'false'}")
+            elif isinstance(v, list):
+                lines.append(f"{k} = {json.dumps(v)}")
             elif isinstance(v, int | float):
                 lines.append(f"{k} = {v}")
             else:
@@ -42,6 +47,7 @@ def config_for(
     ]
     if pool:
         parts.append(table("pool", pool))
+    parts.append(table("admin", {"listen": "", **(admin or {})}))
     for name, u in users.items():
         parts.append(table(f"users.{name}", u))
     return parse_config("\n\n".join(parts) + "\n", source="<test>")

@@ -43,6 +43,7 @@ def start_proxy(
     upstream: dict[str, Any] | None = None,
     proxy: dict[str, Any] | None = None,
     pool: dict[str, Any] | None = None,
+    admin: dict[str, Any] | None = None,
 ) -> ProxyThread:
     cfg = config_for(
         srv.host,
@@ -51,6 +52,7 @@ def start_proxy(
         upstream={"max_connections": 20, **(upstream or {})},
         proxy=proxy,
         pool=pool,
+        admin=admin,
     )
     return ProxyThread(cfg).start()
 
@@ -138,6 +140,7 @@ def pooling_proxy(proxy_factory: ProxyFactory, app_account: MariaDBServer) -> Ca
         checkout_timeout: float = 5.0,
         pool: dict[str, Any] | None = None,
         upstream: dict[str, Any] | None = None,
+        admin: dict[str, Any] | None = None,
         **user: Any,
     ) -> ProxyThread:
         srv = server or app_account
@@ -157,6 +160,7 @@ def pooling_proxy(proxy_factory: ProxyFactory, app_account: MariaDBServer) -> Ca
             users=users,
             upstream={"max_connections": max_connections, **(upstream or {})},
             pool={"checkout_timeout": checkout_timeout, **(pool or {})},
+            admin=admin,
         )
         p.upstream_user = login  # type: ignore[attr-defined]
         p.server = srv  # type: ignore[attr-defined]
