@@ -8,25 +8,30 @@ server version, collations, the settings baseline), then accepts clients.
 from __future__ import annotations
 
 import logging
+import signal
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import trio
 
 from tainted_proxy.accounting import Accounting, ProxyStats
 from tainted_proxy.backend.catalog import Catalog
-from tainted_proxy.backend.server import ServerConn, UpstreamTarget, connect
-from tainted_proxy.config import Config
-from tainted_proxy.frontend.client import Client
+from tainted_proxy.backend.server import ServerConn, UpstreamError, UpstreamTarget, connect
+from tainted_proxy.config import Config, ConfigError, load_config
+from tainted_proxy.frontend.client import Client, holds_work
 from tainted_proxy.frontend.handshake import PROXY_CAPABILITIES, SEMANTIC_CAPABILITIES
 from tainted_proxy.frontend.listener import Listener, bind
+from tainted_proxy.net import ConnectionClosed
 from tainted_proxy.pool.pool import Pool, PoolKey
 from tainted_proxy.wire.constants import DEFAULT_CHARSET_ID
+from tainted_proxy.wire.errors import ProtocolError
+from tainted_proxy.wire.packets import com_query
 
 log = logging.getLogger("tainted_proxy")
 
 DEFAULT_SERVER_VERSION = "5.5.5-10.11.0-MariaDB-tainted-proxy"
 HISTORY_INTERVAL = 5.0  # seconds between samples of the multiplexing ratio
+_START_ERRORS = (UpstreamError, OSError, ConnectionClosed, ProtocolError, trio.TooSlowError)
 
 
 def _caps_by_upstream_user(config: Config) -> dict[str, int]:
@@ -40,11 +45,37 @@ def _caps_by_upstream_user(config: Config) -> dict[str, int]:
     return caps
 
 
+async def check_upstream_login(proxy: Proxy, user: str) -> str | None:
+    """Try ``user``'s upstream login once: None when it works, else what went wrong."""
+    login, password = proxy.upstream_credentials(user)
+    try:
+        with trio.fail_after(proxy.config.upstream.connect_timeout + 5):
+            conn = await connect(
+                proxy.target,
+                user=login,
+                password=password,
+                capabilities=PROXY_CAPABILITIES & ~SEMANTIC_CAPABILITIES,
+                charset=DEFAULT_CHARSET_ID,
+            )
+    except _START_ERRORS as exc:
+        return str(exc) or type(exc).__name__
+    conn.close()
+    return None
+
+
 class Proxy:
     """The process's services (frontend.client.Services) and its lifecycle."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: str | None = None,
+        reconfigure: Callable[[Config], Config] = lambda c: c,
+    ) -> None:
         self.config = config
+        #: SIGHUP reads this file again; ``reconfigure`` re-applies command-line overrides
+        self.config_path = config_path
+        self.reconfigure = reconfigure
         up = config.upstream
         self.target = UpstreamTarget(
             host=up.host,
@@ -67,6 +98,12 @@ class Proxy:
         self.ssl_context = self._client_ssl_context()
         self.thread_id_settable: dict[str, bool] = {}
         self.unpinned = trio.Event()
+        self.upstream_ready = trio.Event()
+        self.draining = False
+        self._immediate = False
+        self._shutdown_started = 0.0
+        self._accepting = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
         self.port = 0
 
     # -- read by tests, the demo and the admin surface -----------------------------------
@@ -134,7 +171,8 @@ class Proxy:
         raise KeyError(up_user)
 
     async def probe_upstream(self) -> None:
-        """Log in once: fail fast on bad credentials, learn version and collations."""
+        """Log in once: check the credentials, learn version, collations and the settings
+        baseline (backend.catalog)."""
         first = next(iter(self.config.users))
         user, password = self.upstream_credentials(first)
         conn = await connect(
@@ -150,6 +188,27 @@ class Proxy:
                 self.catalog.server_version = self.config.proxy.server_version
         finally:
             conn.close()
+        self.upstream_ready.set()
+
+    async def _probe_until_up(self) -> None:
+        """The upstream was down at start: retry with backoff until it answers."""
+        delay = 0.5
+        while not self.upstream_ready.is_set():
+            await trio.sleep(delay)
+            try:
+                with trio.fail_after(self.config.upstream.connect_timeout + 5):
+                    await self.probe_upstream()
+            except _START_ERRORS as exc:
+                log.info(
+                    "event=upstream_still_unavailable retry_in=%.1fs error=%r", delay, str(exc)
+                )
+                delay = min(delay * 2, 30.0)
+                continue
+            log.warning("event=upstream_available upstream=%s", self._upstream_text())
+
+    def _upstream_text(self) -> str:
+        up = self.config.upstream
+        return up.unix_socket or f"{up.host}:{up.port}"
 
     async def _sample_history(self) -> None:
         """The multiplexing ratio over time (client sessions, upstream connections)."""
@@ -158,17 +217,150 @@ class Proxy:
             await trio.sleep(HISTORY_INTERVAL)
 
     # -- serving -------------------------------------------------------------------------
-    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        await self.probe_upstream()
+    async def serve(
+        self,
+        *,
+        handle_signals: bool = False,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run until shut down (``request_shutdown``, or SIGTERM / SIGINT with
+        ``handle_signals``; SIGHUP then reloads the configuration)."""
+        try:
+            await self.probe_upstream()
+        except _START_ERRORS as exc:
+            if self.config.upstream.fail_fast:
+                raise
+            log.warning(
+                "event=upstream_unavailable_at_start upstream=%s error=%r; serving anyway, "
+                "clients get ERR 1105 until it answers",
+                self._upstream_text(),
+                str(exc),
+            )
         lsock = bind(self.config.proxy.listen)
         self.port = lsock.getsockname()[1]
         log.info("tainted-proxy listening on %s:%s", *lsock.getsockname()[:2])
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 await nursery.start(self.pool.run)
                 nursery.start_soon(self._sample_history)
+                if not self.upstream_ready.is_set():
+                    nursery.start_soon(self._probe_until_up)
+                if handle_signals:
+                    nursery.start_soon(self._signals)
                 task_status.started(self.port)
-                await Listener(self, lsock).accept_loop(nursery)
+                with self._accepting:
+                    await Listener(self, lsock).accept_loop(nursery)
+                lsock.close()
+                await self._drain()
+                nursery.cancel_scope.cancel()
         finally:
             self.pool.close_all()
             lsock.close()
+
+    # -- shutdown and reload -------------------------------------------------------------
+    def request_shutdown(self, immediate: bool = False) -> None:
+        """Stop accepting; let open transactions and pins finish (up to
+        ``proxy.shutdown_timeout``), answer idle sessions' next statement with ERR 1053;
+        ``immediate``: close everything now."""
+        self.draining = True
+        self._shutdown_started = self._shutdown_started or trio.current_time()
+        self._accepting.cancel()
+        if immediate:
+            self._immediate = True
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
+
+    async def _drain(self) -> None:
+        deadline = self._shutdown_started + self.config.proxy.shutdown_timeout
+        while not self._immediate and trio.current_time() < deadline:
+            if not any(holds_work(cl) for cl in self.sessions.values()):
+                break
+            await trio.sleep(0.05)
+        busy = [cl.up.thread_id for cl in self.sessions.values() if cl.busy and cl.up]
+        killed = await self._kill_queries(busy) if busy and not self._immediate else 0
+        log.warning(
+            "event=shutdown sessions=%d drained_seconds=%.1f killed_queries=%d",
+            len(self.sessions),
+            trio.current_time() - self._shutdown_started,
+            killed,
+        )
+
+    async def _kill_queries(self, thread_ids: list[int]) -> int:
+        """Statements still running at the deadline are killed upstream, not left there."""
+        first = next(iter(self.config.users))
+        user, password = self.upstream_credentials(first)
+        killed = 0
+        try:
+            with trio.move_on_after(self.config.upstream.connect_timeout + 2):
+                conn = await connect(
+                    self.target,
+                    user=user,
+                    password=password,
+                    capabilities=PROXY_CAPABILITIES & ~SEMANTIC_CAPABILITIES,
+                    charset=DEFAULT_CHARSET_ID,
+                )
+                try:
+                    for tid in thread_ids:
+                        try:
+                            await conn.command_ok(com_query(b"KILL QUERY %d" % tid))
+                            killed += 1
+                        except UpstreamError:
+                            pass
+                finally:
+                    conn.close()
+        except _START_ERRORS as exc:
+            log.warning("event=shutdown_kill_failed error=%r", str(exc))
+        return killed
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            async for sig in sigs:
+                name = signal.Signals(sig).name
+                if sig == signal.SIGHUP:
+                    self.reload()
+                elif self.draining:
+                    log.warning("event=shutdown_now signal=%s", name)
+                    self.request_shutdown(immediate=True)
+                else:
+                    log.warning(
+                        "event=shutdown_started signal=%s sessions=%d timeout=%ss",
+                        name,
+                        len(self.sessions),
+                        self.config.proxy.shutdown_timeout,
+                    )
+                    self.request_shutdown()
+
+    def reload(self) -> bool:
+        """Read the configuration file again (SIGHUP) and apply what can change while
+        clients stay connected: users, passwords, modes, limits, pool timeouts, log
+        level. A new config that does not validate is rejected (the old one stays)."""
+        if self.config_path is None:
+            log.warning("event=reload_refused reason='no configuration file'")
+            return False
+        try:
+            new = self.reconfigure(load_config(self.config_path))
+        except ConfigError as exc:
+            log.error("event=reload_failed file=%s error=%r", self.config_path, str(exc))
+            return False
+        kept = [
+            name
+            for name, old, now in (
+                ("proxy.listen", self.config.proxy.listen, new.proxy.listen),
+                ("upstream", self.config.upstream.model_dump(), new.upstream.model_dump()),
+            )
+            if old != now
+        ]
+        if kept:
+            log.warning("event=reload_needs_restart changed=%s (kept as they were)", kept)
+            data = new.model_dump()
+            data["proxy"]["listen"] = self.config.proxy.listen
+            data["upstream"] = self.config.upstream.model_dump()
+            new = type(new).model_validate(data)
+        self.config = new
+        self.pool.budget.per_user_max = _caps_by_upstream_user(new)
+        self.pool.idle_timeout = new.pool.idle_timeout
+        self.pool.max_lifetime = new.pool.max_lifetime
+        logging.getLogger().setLevel(getattr(logging, new.log.level.upper()))
+        log.warning("event=reloaded file=%s users=%d", self.config_path, len(new.users))
+        return True

@@ -1,4 +1,4 @@
-"""The ``tainted-proxy`` command: serve, demo, classify."""
+"""The ``tainted-proxy`` command: serve, check, demo, classify (and what other modules add)."""
 
 from __future__ import annotations
 
@@ -10,30 +10,35 @@ def _serve(args: argparse.Namespace) -> int:
     import trio
 
     from tainted_proxy.app import Proxy
-    from tainted_proxy.config import ConfigError, load_config
+    from tainted_proxy.config import Config, ConfigError, load_config
+    from tainted_proxy.logs import configure
 
-    try:
-        cfg = load_config(args.config)
-        cfg = cfg.with_overrides(
+    def overrides(cfg: Config) -> Config:
+        return cfg.with_overrides(
             listen=args.listen,
             upstream_host=args.upstream_host,
             upstream_port=args.upstream_port,
             max_connections=args.max_connections,
         )
+
+    try:
+        cfg = overrides(load_config(args.config))
+        if args.fail_fast:
+            cfg = cfg.model_validate(
+                {**cfg.model_dump(), "upstream": {**cfg.upstream.model_dump(), "fail_fast": True}}
+            )
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    from tainted_proxy.logs import configure
-
     configure(args.log_level or cfg.log.level, args.log_format or cfg.log.format)
-    proxy = Proxy(cfg)
+    proxy = Proxy(cfg, config_path=args.config, reconfigure=overrides)
 
     async def main() -> None:
-        await proxy.serve()
+        await proxy.serve(handle_signals=True)
 
     try:
         trio.run(main)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a signal before the handlers were installed
         return 0
     except Exception as exc:  # start-up failures: say what and exit non-zero
         from tainted_proxy.backend.server import UpstreamError
@@ -45,10 +50,55 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    """Validate a configuration file (and, with --upstream, every user's upstream login)."""
+    from tainted_proxy.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"{args.config}: valid ({len(cfg.users)} users)")
+    if not args.upstream:
+        return 0
+    import trio
+
+    from tainted_proxy.app import Proxy
+
+    proxy = Proxy(cfg)
+    failed = 0
+
+    async def try_logins() -> None:
+        nonlocal failed
+        from tainted_proxy.app import check_upstream_login
+
+        for name in cfg.users:
+            error = await check_upstream_login(proxy, name)
+            login, _ = proxy.upstream_credentials(name)
+            if error is None:
+                print(f"user {name}: upstream login {login!r} ok")
+            else:
+                failed += 1
+                print(f"user {name}: upstream login {login!r} FAILED: {error}")
+
+    trio.run(try_logins)
+    return 1 if failed else 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from tainted_proxy.demo import run_demo
 
     return run_demo(args)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tainted-proxy")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,10 +107,15 @@ def main(argv: list[str] | None = None) -> int:
         from tainted_proxy.classify import main as classify_main
 
         return classify_main(argv[1:])
+    if argv and argv[0] == "analyze":
+        from tainted_proxy.analyze import main as analyze_main
+
+        return analyze_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="tainted-proxy",
         description="A session-aware MySQL/MariaDB connection-pooling proxy.",
     )
+    parser.add_argument("--version", action="version", version=f"tainted-proxy {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the proxy")
     serve.add_argument("--config", "-c", required=True, help="TOML configuration file")
@@ -78,7 +133,18 @@ def main(argv: list[str] | None = None) -> int:
         choices=["text", "json"],
         help="override [log] format: key=value text lines (default) or JSON lines",
     )
+    serve.add_argument(
+        "--fail-fast",
+        action="store_true",
+        help="exit 1 if the upstream cannot be reached at start (default: start, retry)",
+    )
     serve.set_defaults(func=_serve)
+    check = sub.add_parser("check", help="validate a configuration file without serving")
+    check.add_argument("--config", "-c", required=True, help="TOML configuration file")
+    check.add_argument(
+        "--upstream", action="store_true", help="also try every user's upstream login"
+    )
+    check.set_defaults(func=_check)
     demo = sub.add_parser(
         "demo", help="run the proxy against a throwaway MariaDB and show it working"
     )
@@ -94,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.set_defaults(func=_demo)
     sub.add_parser("classify", help="classify SQL statements (see `tainted-proxy classify --help`)")
+    sub.add_parser(
+        "analyze",
+        help="report how a general query log's sessions would pool (see `tainted-proxy "
+        "analyze --help`)",
+    )
     args = parser.parse_args(argv)
     return int(args.func(args))
 

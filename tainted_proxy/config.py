@@ -185,6 +185,9 @@ class ProxySection(BaseModel):
     tls_key: str = ""
     tls_required: bool = False
     auth_timeout: Seconds = 10.0
+    #: graceful shutdown (SIGTERM, SIGINT): how long open transactions and pinned sessions
+    #: may go on before everything is closed
+    shutdown_timeout: SecondsOrZero = 30.0
 
     @field_validator("listen")
     @classmethod
@@ -240,6 +243,9 @@ class UpstreamSection(BaseModel):
     unix_socket: str = ""
     max_connections: int = Field(20, ge=1)
     connect_timeout: Seconds = 5.0
+    #: at start, exit 1 if the upstream cannot be reached (else start anyway, log it and
+    #: retry with backoff; clients get ERR 1105 until it is up)
+    fail_fast: bool = False
     tls: UpstreamTLS = "disabled"
     tls_ca: str = ""
     user: str = ""
@@ -391,7 +397,8 @@ class UserConfig(BaseModel):
 
     def _upstream(self, upstream: UpstreamSection) -> tuple[str, str | None]:
         user = self.upstream_user or upstream.user or self.name
-        if self.upstream_password:
+        if self.upstream_password or "upstream_password" in self.model_fields_set:
+            # (an explicit empty upstream_password is an empty password, not "unset")
             return user, self.upstream_password
         if upstream.user and user == upstream.user:
             return user, upstream.password
@@ -401,8 +408,9 @@ class UserConfig(BaseModel):
         """``(user, password)`` the proxy logs in upstream with for this user.
 
         user: ``upstream_user``, else ``upstream.user``, else this user's name.
-        password: ``upstream_password``, else ``upstream.password`` if the upstream user is
-        ``upstream.user``, else this user's own (plain-text) password.
+        password: ``upstream_password`` (even ``""``, when it is written), else
+        ``upstream.password`` if the upstream user is ``upstream.user``, else this user's
+        own (plain-text) password.
         """
         user, password = self._upstream(cfg.upstream)
         if password is None:  # prevented by Config validation

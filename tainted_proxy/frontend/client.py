@@ -22,6 +22,7 @@ from tainted_proxy.net import ConnectionClosed
 from tainted_proxy.state.learn import Reports
 from tainted_proxy.state.session import SessionState
 from tainted_proxy.taint.effects import Classification
+from tainted_proxy.wire.constants import SERVER_STATUS_IN_TRANS
 
 if TYPE_CHECKING:
     from tainted_proxy.accounting import Accounting, PinTicket
@@ -58,6 +59,10 @@ class Services(Protocol):
     thread_id_settable: dict[str, bool]
     #: replaced after each unpin: what users.NAME.max_pinned waiters wait on
     unpinned: trio.Event
+    #: set once the upstream answered (the catalog is read): logins wait for it
+    upstream_ready: trio.Event
+    #: shutting down: idle sessions are told at their next statement
+    draining: bool
 
     def password_stage2(self, user: str) -> bytes | None: ...
     def upstream_credentials(self, user: str) -> tuple[str, str]: ...
@@ -82,6 +87,8 @@ class Client:
         self.last_up: ServerConn | None = None
         self.busy = False  # a command is being relayed upstream
         self.killed = False
+        #: an admin console session (frontend.admin_session): no upstream side at all
+        self.admin = False
         self.connected_at = time.monotonic()
         self.cancel_scope: trio.CancelScope | None = None
         self.queries = 0
@@ -146,6 +153,19 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<Client {self.id} user={self.user!r} mode={self.mode}>"
+
+
+def holds_work(cl: Client) -> bool:
+    """Would a graceful shutdown wait for this session? It is running a statement, or
+    holds a transaction or a pin it must be able to finish."""
+    up = cl.up
+    if cl.busy:
+        return True
+    if up is None:
+        return False
+    if up.status & SERVER_STATUS_IN_TRANS:
+        return True
+    return cl.state.mode is not None and cl.state.pins.reason() is not None
 
 
 Handler = Callable[[Client, bytes, int], Any]

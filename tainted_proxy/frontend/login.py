@@ -3,7 +3,8 @@ upstream side. Session pooling takes one connection for the whole session and br
 to the login's schema and charset; the pooled modes start the session model from the
 login (its charset's settings, its schema) and check a connection out once to prove the
 schema exists (ERR 1049 as from the server). A login the upstream side cannot serve gets
-a proper ERR (frontend.checkout.upstream_unavailable)."""
+a proper ERR (frontend.checkout.upstream_unavailable). A login asking for the database
+``tainted_proxy`` is the admin console's (frontend.admin_session): no upstream side."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from tainted_proxy.backend.server import UpstreamError
-from tainted_proxy.frontend import checkout
+from tainted_proxy.frontend import admin_session, checkout
 from tainted_proxy.frontend.client import Client
 from tainted_proxy.frontend.handshake import (
     SEMANTIC_CAPABILITIES,
@@ -24,7 +25,11 @@ from tainted_proxy.frontend.handshake import (
 from tainted_proxy.net import ConnectionClosed
 from tainted_proxy.pool.pool import PoolKey
 from tainted_proxy.state.settings import EMPTY, Settings, for_charset
-from tainted_proxy.wire.constants import CLIENT_SESSION_TRACK, ER_PROXY_UPSTREAM
+from tainted_proxy.wire.constants import (
+    CLIENT_SESSION_TRACK,
+    ER_PROXY_UPSTREAM,
+    ER_UNKNOWN_ERROR,
+)
 from tainted_proxy.wire.errors import ProtocolError
 from tainted_proxy.wire.packets import ErrPacket, com_init_db, com_query, ok_response
 
@@ -72,6 +77,21 @@ async def login(cl: Client) -> bool:
     io.max_packet = max_packet
     cl.login = got
     cl.user = got.user
+    if admin_session.wants_console(got):
+        return await admin_session.login(cl, got)  # the admin console: no upstream side
+    if not svc.upstream_ready.is_set():
+        # the upstream was down at start: the catalog (collations, baseline) comes first
+        with trio.move_on_after(svc.config.upstream.connect_timeout):
+            await svc.upstream_ready.wait()
+        if not svc.upstream_ready.is_set():
+            await cl.try_error(
+                got.next_seq,
+                ER_UNKNOWN_ERROR,
+                "HY000",
+                "tainted-proxy: cannot open an upstream connection: the upstream server "
+                "has not answered since the proxy started",
+            )
+            return False
     if not await attach(cl, got, got.next_seq):
         return False
     await io.conn.send_all(ok_response(got.capabilities, status=cl.status(), seq=got.next_seq))

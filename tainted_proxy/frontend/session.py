@@ -1,7 +1,7 @@
 """One client session from login to logout: the command loop and what each command goes to.
 
-``run(client)`` logs the client in (frontend.login), then reads commands and dispatches
-them: KILL and session-mode CONNECTION_ID() to frontend.kill, COM_CHANGE_USER /
+``run(client)`` logs the client in (frontend.login); an admin console session's commands
+go to frontend.admin_session; otherwise it reads commands and dispatches them: KILL and session-mode CONNECTION_ID() to frontend.kill, COM_CHANGE_USER /
 COM_RESET_CONNECTION / COM_INIT_DB to frontend.commands, COM_STMT_* of a pooled session to
 frontend.prepared, anything else of a pooled session to frontend.pooled, and in session
 pooling straight to frontend.relay. When the session ends its connection goes back
@@ -17,9 +17,18 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from tainted_proxy.frontend import checkout, commands, kill, login, pooled, prepared, relay
+from tainted_proxy.frontend import (
+    admin_session,
+    checkout,
+    commands,
+    kill,
+    login,
+    pooled,
+    prepared,
+    relay,
+)
 from tainted_proxy.frontend.checkout import OWN_EXCHANGE_TIMEOUT
-from tainted_proxy.frontend.client import Client, SessionEnd, StatementLost
+from tainted_proxy.frontend.client import Client, SessionEnd, StatementLost, holds_work
 from tainted_proxy.frontend.client_io import PacketTooLarge
 from tainted_proxy.net import ConnectionClosed
 from tainted_proxy.wire.constants import (
@@ -48,6 +57,7 @@ from tainted_proxy.wire.constants import (
     COMMAND_NAMES,
     ER_CONNECTION_KILLED,
     ER_PROXY_UPSTREAM,
+    ER_SERVER_SHUTDOWN,
     ER_UNKNOWN_COM_ERROR,
 )
 from tainted_proxy.wire.errors import ProtocolError
@@ -90,7 +100,10 @@ async def run(cl: Client) -> None:
             try:
                 if not await login.login(cl):
                     return
-                await _command_loop(cl)
+                if cl.admin:
+                    await admin_session.command_loop(cl)
+                else:
+                    await _command_loop(cl)
             except SessionEnd as end:
                 reusable = end.reusable
             except PacketTooLarge:
@@ -164,6 +177,14 @@ async def _command_loop(cl: Client) -> None:
         cmd = data[4]
         cl.queries += 1
         cl.command_started = time.monotonic()
+        if cl.services.draining and not holds_work(cl):
+            await cl.try_error(
+                data[3] + 1 & 0xFF,
+                ER_SERVER_SHUTDOWN,
+                "08S01",
+                "Server shutdown in progress (tainted-proxy is stopping)",
+            )
+            raise SessionEnd(True)
         if cmd == COM_QUERY or cmd == COM_STMT_PREPARE:
             # C-speed pre-checks; only suspicious commands are copied and examined
             if kill.may_answer(cl, cmd, data, size):

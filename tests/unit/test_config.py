@@ -498,3 +498,12 @@ def test_config_model_validates_directly() -> None:
     # Config can also be built from Python data (e.g. tests); cross-checks still apply.
     cfg = Config.model_validate({"users": {"u": {"password": "p"}}})
     assert cfg.users["u"].name == "u" and cfg.users["u"].pool_mode == "session"
+
+
+def test_an_explicit_empty_upstream_password_is_used_not_ignored():
+    from tainted_proxy.config import parse_config
+
+    cfg = parse_config(
+        '[users.app]\npassword = "client-secret"\nupstream_user = "root"\nupstream_password = ""\n'
+    )
+    assert cfg.users["app"].upstream_credentials(cfg) == ("root", "")
