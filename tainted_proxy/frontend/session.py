@@ -1,10 +1,11 @@
 """One client session from login to logout: the command loop and what each command goes to.
 
 ``run(client)`` logs the client in (frontend.login); an admin console session's commands
-go to frontend.admin_session; otherwise it reads commands and dispatches them: KILL and session-mode CONNECTION_ID() to frontend.kill, COM_CHANGE_USER /
-COM_RESET_CONNECTION / COM_INIT_DB to frontend.commands, COM_STMT_* of a pooled session to
-frontend.prepared, anything else of a pooled session to frontend.pooled, and in session
-pooling straight to frontend.relay. When the session ends its connection goes back
+go to frontend.admin_session; otherwise it reads commands and dispatches them: KILL and
+session-mode CONNECTION_ID() to frontend.kill, COM_CHANGE_USER / COM_RESET_CONNECTION /
+COM_INIT_DB to frontend.commands, COM_STMT_* of a pooled session to frontend.prepared,
+anything else of a pooled session to frontend.pooled, and in session pooling straight to
+frontend.relay. When the session ends its connection goes back
 through frontend.checkout: pooled if its state is known, closed otherwise (client gone
 mid-result, protocol error, upstream failure).
 """
