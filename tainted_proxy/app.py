@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import ssl
 from collections.abc import Callable, Mapping
+from functools import partial
 
 import trio
 
@@ -18,6 +20,7 @@ from tainted_proxy.accounting import Accounting, ProxyStats
 from tainted_proxy.backend.catalog import Catalog
 from tainted_proxy.backend.server import ServerConn, UpstreamError, UpstreamTarget, connect
 from tainted_proxy.config import Config, ConfigError, load_config
+from tainted_proxy.frontend import watchdog
 from tainted_proxy.frontend.client import Client, holds_work
 from tainted_proxy.frontend.handshake import PROXY_CAPABILITIES, SEMANTIC_CAPABILITIES
 from tainted_proxy.frontend.listener import Listener, bind
@@ -105,6 +108,9 @@ class Proxy:
         self._accepting = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self.port = 0
+        #: the admin HTTP endpoint's address once it serves ([admin] listen; None: off)
+        self.admin_url: str | None = None
+        self._admin_stop = trio.Event()
 
     # -- read by tests, the demo and the admin surface -----------------------------------
     @property
@@ -216,6 +222,30 @@ class Proxy:
             self.accounting.sample(len(self.sessions), self.pool.total)
             await trio.sleep(HISTORY_INTERVAL)
 
+    # -- the admin HTTP endpoint (tainted_proxy.admin.http) ------------------------------
+    def _bind_admin(self) -> socket.socket | None:
+        if not self.config.admin.listen:
+            return None
+        from tainted_proxy.admin import http as admin_http
+
+        return admin_http.bind(self.config.admin.listen)
+
+    async def _start_admin(self, nursery: trio.Nursery, sock: socket.socket) -> None:
+        from tainted_proxy.admin import http as admin_http
+
+        self.admin_url = await nursery.start(
+            partial(admin_http.serve_admin, self, sock, shutdown_trigger=self._admin_stop.wait)
+        )
+        log.info(
+            "tainted-proxy admin HTTP listening on %s (token %s)",
+            self.admin_url,
+            "required" if self.config.admin.token else "not set: loopback only",
+        )
+
+    def stop_admin(self) -> None:
+        """Close the admin HTTP endpoint (requests in flight finish); the proxy goes on."""
+        self._admin_stop.set()
+
     # -- serving -------------------------------------------------------------------------
     async def serve(
         self,
@@ -240,10 +270,18 @@ class Proxy:
         self.port = lsock.getsockname()[1]
         log.info("tainted-proxy listening on %s:%s", *lsock.getsockname()[:2])
         try:
+            admin_sock = self._bind_admin()
+        except OSError:
+            lsock.close()
+            raise
+        try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self.pool.run)
                 nursery.start_soon(self._sample_history)
+                if admin_sock is not None:
+                    await self._start_admin(nursery, admin_sock)
+                nursery.start_soon(watchdog.watch, self)
                 if not self.upstream_ready.is_set():
                     nursery.start_soon(self._probe_until_up)
                 if handle_signals:

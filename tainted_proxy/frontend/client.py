@@ -27,7 +27,7 @@ from tainted_proxy.wire.constants import SERVER_STATUS_IN_TRANS
 if TYPE_CHECKING:
     from tainted_proxy.accounting import Accounting, PinTicket
     from tainted_proxy.backend.catalog import Catalog
-    from tainted_proxy.backend.server import ServerConn
+    from tainted_proxy.backend.server import ServerConn, UpstreamTarget
     from tainted_proxy.config import Config
     from tainted_proxy.pool.pool import Pool, PoolKey
 
@@ -50,6 +50,7 @@ class Services(Protocol):
     """What a client uses of the process (app.Proxy provides it)."""
 
     config: Config
+    target: UpstreamTarget
     pool: Pool
     accounting: Accounting
     catalog: Catalog

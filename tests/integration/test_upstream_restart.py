@@ -8,6 +8,7 @@ transaction or holding a pin gets an error and is disconnected: its state is gon
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -134,3 +135,35 @@ def test_while_the_database_is_down_statements_get_a_server_error_not_2013(pooli
     server.start()
     assert retry(c, "SELECT @@time_zone") == (("-08:00",),)
     c.close()
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_a_client_gone_during_a_long_query_has_it_killed_upstream(pooling_proxy, server, mode):
+    p = pooling_proxy(mode, server=server, max_connections=4)
+    c = pymysql.connect(
+        host="127.0.0.1",
+        port=p.port,
+        user="app",
+        password="app-secret",
+        database="test",
+        autocommit=True,
+    )
+    payload = b"\x03SELECT SLEEP(30) AS gone"
+    c._sock.sendall(len(payload).to_bytes(3, "little") + b"\x00" + payload)  # no wait
+
+    def running() -> int:
+        rows = server.execute(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(30) AS gone%'"
+        )
+        return int(rows[0][0])
+
+    deadline = time.monotonic() + 5
+    while running() == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    c._sock.shutdown(socket.SHUT_RDWR)  # the client vanishes mid-query (a FIN now:
+    c._sock.close()  # pymysql's file object would keep the socket open past close())
+    t0 = time.monotonic()
+    while running():
+        assert time.monotonic() - t0 < 5, "the query kept running upstream"
+        time.sleep(0.1)
