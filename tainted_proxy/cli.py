@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         from tainted_proxy.analyze import main as analyze_main
 
         return analyze_main(argv[1:])
+    if argv and argv[0] == "report":
+        from tainted_proxy.admin.report_cli import main as report_main
+
+        return report_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="tainted-proxy",
         description="A session-aware MySQL/MariaDB connection-pooling proxy.",
@@ -164,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         "analyze",
         help="report how a general query log's sessions would pool (see `tainted-proxy "
         "analyze --help`)",
+    )
+    sub.add_parser(
+        "report",
+        help="show a running proxy's pools, sessions and taint ledger (see `tainted-proxy "
+        "report --help`)",
     )
     args = parser.parse_args(argv)
     return int(args.func(args))

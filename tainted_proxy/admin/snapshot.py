@@ -117,6 +117,7 @@ def pools(proxy: Proxy) -> list[dict[str, Any]]:
                 "upstream_idle": 0,
                 "cap": pool.budget.user_cap(login),
                 "subpools": Counter(),
+                "subpools_in_use": Counter(),
             }
         return r
 
@@ -136,7 +137,11 @@ def pools(proxy: Proxy) -> list[dict[str, Any]]:
         row(w.key.user)["clients_waiting"] += 1
     for c in pool.in_use:
         if c.key is not None:
-            row(c.key.user)["upstream_in_use"] += 1  # type: ignore[attr-defined]
+            r = row(c.key.user)  # type: ignore[attr-defined]
+            r["upstream_in_use"] += 1
+            text = settings_text(c.settings, c.schema)
+            r["subpools"].setdefault(text, 0)
+            r["subpools_in_use"][text] += 1
     for key, stack in pool.idle.items():
         r = row(key.user)
         r["upstream_idle"] += len(stack)
@@ -148,7 +153,13 @@ def pools(proxy: Proxy) -> list[dict[str, Any]]:
         clients = r["clients_active"] + r["clients_idle"]
         r["users"] = sorted(r["users"])
         r["modes"] = sorted(r["modes"])
-        r["subpools"] = [{"settings": k, "idle": n} for k, n in r["subpools"].most_common()]
+        in_use = r.pop("subpools_in_use")
+        # one sub-pool per settings key: its idle connections (what a checkout with
+        # those settings takes without a round trip) and those in use now
+        r["subpools"] = sorted(
+            ({"settings": k, "idle": n, "in_use": in_use[k]} for k, n in r["subpools"].items()),
+            key=lambda sp: (-sp["idle"] - sp["in_use"], sp["settings"]),
+        )
         r["multiplexing_ratio"] = round(clients / upstream, 2) if upstream else None
         out.append(r)
     return sorted(out, key=lambda r: r["upstream_user"])
@@ -194,9 +205,32 @@ def report(proxy: Proxy, minutes: int = 5) -> dict[str, Any]:
         "ledger": rows,
         "ledger_entries": len(acc.entries),
         "recent": recent,
+        "series": minute_series(proxy, minutes),
         "pins_by_reason": dict(acc.stats.pins.most_common()),
         "sessions_by_user": dict(sessions_by_user),
     }
+
+
+def minute_series(proxy: Proxy, minutes: int = 5) -> list[dict[str, Any]]:
+    """Pins and ledger events per minute over the last ``minutes`` (oldest first, empty
+    minutes included): ``{"minute": <epoch seconds at its start>, "total": n,
+    "by_reason": {reason: n}}``."""
+    acc = proxy.accounting
+    now = int(acc.now() // 60)
+    by_minute = dict(acc.window)
+    out = []
+    for minute in range(now - minutes + 1, now + 1):
+        counts: Counter[str] = Counter()
+        for (_user, reason), n in by_minute.get(minute, Counter()).items():
+            counts[reason] += n
+        out.append(
+            {
+                "minute": minute * 60,
+                "total": sum(counts.values()),
+                "by_reason": dict(counts.most_common()),
+            }
+        )
+    return out
 
 
 def stats(proxy: Proxy) -> dict[str, Any]:
