@@ -46,7 +46,9 @@ def test_token_must_be_header_safe():
 def test_bad_listen_and_unknown_key():
     with pytest.raises(ConfigError, match="admin.listen: 'nope': expected host:port"):
         admin('listen = "nope"')
-    with pytest.raises(ConfigError, match="admin.listne: unknown key 'listne'; did you mean 'listen'"):
+    with pytest.raises(
+        ConfigError, match="admin.listne: unknown key 'listne'; did you mean 'listen'"
+    ):
         admin('listne = ""')
 
 
