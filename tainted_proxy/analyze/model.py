@@ -255,6 +255,7 @@ class Session:
         "statements",
         "settings",
         "vector",
+        "recorded",
         "tx",
         "tx_pins",
         "st_pins",
@@ -294,6 +295,8 @@ class Session:
         #: the settings vector: keyed variable -> value as written
         self.settings: dict[str, str] = {}
         self.vector: frozenset[tuple[str, str]] | None = None
+        #: the last vector the report recorded for this session
+        self.recorded: frozenset[tuple[str, str]] | None = None
         self.tx = TxState()
         self.tx_pins = Pins()
         self.tx_pins.schema = self.schema

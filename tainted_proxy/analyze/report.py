@@ -14,7 +14,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from tainted_proxy.analyze.hints import NAMES, hint
-from tainted_proxy.analyze.model import Episode, Session, keyed, setting_value
+from tainted_proxy.analyze.model import Episode, Session, keyed
 from tainted_proxy.state import pins as _pins
 from tainted_proxy.state.settings import CHARSET_VARS
 from tainted_proxy.taint.classifier import classify_flags
@@ -44,6 +44,8 @@ _CONNECT = re.compile(
 )
 UNKNOWN_USER = "(unknown)"
 _AUTOCOMMIT_OFF = ("autocommit-off",)
+#: Settings that split sub-pools but are reported as transactions, not as settings.
+_NOT_SUBPOOL = frozenset(("autocommit",))
 #: The variables SET NAMES assigns, reported as one setting, ``NAMES``.
 _CHARSET = (*CHARSET_VARS, "collation_connection")
 
@@ -232,12 +234,15 @@ class ModeStats:
 class SettingStats:
     __slots__ = ("sessions", "statements", "values", "capped", "fingerprint")
 
-    def __init__(self, fingerprint: str) -> None:
+    def __init__(self) -> None:
+        #: sessions that set the variable, and SET statements that did
         self.sessions = 0
         self.statements = 0
+        #: the values in force when the user's statements ran (each a sub-pool key)
         self.values: set[str] = set()
         self.capped = False
-        self.fingerprint = fingerprint
+        #: the first SET statement seen
+        self.fingerprint: str | None = None
 
     def add_value(self, value: str) -> None:
         if value in self.values:
@@ -469,7 +474,7 @@ class Analyzer:
         st_before = s.st_reason is not None
         if c is None or not c.effects:
             # clean: no pin changes, no settings; a transaction may start (autocommit=0)
-            u.add_vector(s.key())
+            self._in_force(s, u)
             s.run(c, sql, self.flags)
             if tx.open and not was_open:
                 self._begin_transaction(s, u, t)
@@ -478,7 +483,7 @@ class Analyzer:
             return
         autocommit = tx.autocommit
         if not (c.effects & _SETTINGS_LIKE):
-            u.add_vector(s.key())
+            self._in_force(s, u)
         refused = s.run(c, sql, self.flags)
         if c.settings:
             self._settings(s, u, c)
@@ -507,18 +512,42 @@ class Analyzer:
             s.ever_tx = True
             u.tx_sessions += 1
 
-    def _settings(self, s: Session, u: UserStats, c: Classification) -> None:
-        items = [(n, v) for n, v in c.settings.items() if keyed(n) and n not in _CHARSET]
-        charset = [c.settings[n] for n in _CHARSET if n in c.settings]
+    def _in_force(self, s: Session, u: UserStats) -> None:
+        """A statement runs with the session's settings vector: record it (once per
+        change) as a sub-pool key of the user, and each variable's value in force."""
+        key = s.key()
+        if key is s.recorded:
+            return
+        s.recorded = key
+        u.add_vector(key)
+        charset: dict[str, str] = {}
+        for name, value in key:
+            if name in _CHARSET:
+                charset[name] = value
+            elif name != "schema":
+                self._setting(u, name).add_value(value)
         if charset:
+            value = "/".join(charset.get(n, "-") for n in _CHARSET).replace("?", "default")
+            self._setting(u, NAMES).add_value(value)
+
+    @staticmethod
+    def _setting(u: UserStats, name: str) -> SettingStats:
+        st = u.settings.get(name)
+        if st is None:
+            st = u.settings[name] = SettingStats()
+        return st
+
+    def _settings(self, s: Session, u: UserStats, c: Classification) -> None:
+        """A statement sets session variables: count it, and the session once."""
+        names = [n for n in c.settings if keyed(n) and n not in _CHARSET]
+        if any(n in c.settings for n in _CHARSET):
             # SET NAMES / SET CHARACTER SET: one entry for the four variables
-            items.append((NAMES, "/".join("default" if v is None else v for v in charset)))
-        for name, value in items:
-            st = u.settings.get(name)
-            if st is None:
-                st = u.settings[name] = SettingStats(c.fingerprint)
+            names.append(NAMES)
+        for name in names:
+            st = self._setting(u, name)
             st.statements += 1
-            st.add_value(setting_value(name, value))
+            if st.fingerprint is None:
+                st.fingerprint = c.fingerprint
             if name not in s.set_names:
                 s.set_names.add(name)
                 st.sessions += 1
@@ -808,7 +837,7 @@ class Analyzer:
             )
         for u in self.users.values():
             for name, st in u.settings.items():
-                if len(st.values) < 2:
+                if len(st.values) < 2 or name in _NOT_SUBPOOL:
                     continue  # one value: one sub-pool; not an offender
                 found.append(
                     {
