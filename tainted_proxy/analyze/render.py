@@ -9,6 +9,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+_REFUSED = {
+    "autocommit": "SET autocommit=0",
+    "tx_begin": "BEGIN / START TRANSACTION",
+    "xa": "XA START",
+}
+
 
 def _pct(share: float) -> str:
     return f"{share:.1%}"
@@ -70,61 +76,60 @@ def render(report: dict[str, Any], console: Console, source: str = "") -> None:
         )
     console.print(summary)
 
-    modes = Table(
-        title="How sessions would behave, per mode", box=box.SIMPLE_HEAD, title_justify="left"
+    tx = Table(
+        title="Transaction mode: a session holds a connection while a transaction is open "
+        "or it is pinned",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
     )
-    modes.add_column("user", style="bold")
-    modes.add_column("mode")
-    modes.add_column("sessions that hold", justify="right")
-    modes.add_column("why (sessions)")
-    modes.add_column("held for, statements\nmedian / p95 / max")
-    modes.add_column("refused", justify="right")
-    modes.add_column("peak\n(holding)", justify="right")
-    for i, u in enumerate(users):
-        n = u["sessions"]
-        m = u["modes"]
-        tx, st = m["transaction"], m["statement"]
-        modes.add_row(
+    tx.add_column("user", style="bold")
+    tx.add_column("sessions\nthat pin", justify="right")
+    tx.add_column("why (sessions)")
+    tx.add_column("statements pinned\nmed / p95 / max", justify="center")
+    tx.add_column("sessions with\ntransactions", justify="right")
+    tx.add_column("statements per tx\nmed / p95 / max", justify="center")
+    tx.add_column("peak\n(holding)", justify="right")
+    for u in users:
+        m = u["modes"]["transaction"]
+        pinned = _lengths(m["pinned_statements"])
+        if m["pinned_until_session_end"]:
+            pinned += f"\n{m['pinned_until_session_end']:,} until the session ended"
+        tx.add_row(
             u["user"],
-            "session",
-            f"{n:,} (100%)" if n else "0",
-            "own connection, login to logout",
-            "—",
-            "—",
-            str(m["session"]["peak_connections"]),
+            f"{m['pinned_sessions']:,} ({_pct(m['pinned_share'])})",
+            _reasons(m["pin_reasons"]),
+            pinned,
+            f"{m['transaction_sessions']:,}",
+            _lengths(m["transactions"]),
+            f"{m['peak_connections']} ({m['peak_holding']})",
         )
-        held = [f"pins: {_lengths(tx['pinned_statements'])}"]
-        if tx["transactions"]["count"]:
-            held.append(f"transactions: {_lengths(tx['transactions'])}")
-        hold_tx = f"{tx['pinned_sessions']:,} pin ({_pct(tx['pinned_share'])})"
-        if tx["transaction_sessions"]:
-            hold_tx += f"\n{tx['transaction_sessions']:,} in transactions"
-        modes.add_row(
-            "",
-            "transaction",
-            hold_tx,
-            _reasons(tx["pin_reasons"]),
-            "\n".join(held),
-            "—",
-            f"{tx['peak_connections']} ({tx['peak_holding']})",
+    console.print(tx)
+
+    st = Table(
+        title="Statement mode: as transaction mode, and statements that would open a "
+        "transaction are refused",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    st.add_column("user", style="bold")
+    st.add_column("refused\nstatements", justify="right")
+    st.add_column("sessions with\na refusal", justify="right")
+    st.add_column("why (statements)")
+    st.add_column("sessions\nthat pin", justify="right")
+    st.add_column("why (sessions)")
+    st.add_column("peak\n(holding)", justify="right")
+    for u in users:
+        m = u["modes"]["statement"]
+        st.add_row(
+            u["user"],
+            f"{m['refused_statements']:,}",
+            f"{m['refused_sessions']:,} ({_pct(m['refused_share'])})",
+            _reasons({_REFUSED.get(k, k): n for k, n in m["refused"].items()}),
+            f"{m['pinned_sessions']:,} ({_pct(m['pinned_share'])})",
+            _reasons(m["pin_reasons"]),
+            f"{m['peak_connections']} ({m['peak_holding']})",
         )
-        refused = "—"
-        if st["refused_statements"]:
-            refused = (
-                f"{st['refused_statements']:,} statements\n"
-                f"{st['refused_sessions']:,} sessions ({_pct(st['refused_share'])})"
-            )
-        modes.add_row(
-            "",
-            "statement",
-            f"{st['pinned_sessions']:,} pin ({_pct(st['pinned_share'])})",
-            _reasons(st["pin_reasons"]),
-            f"pins: {_lengths(st['pinned_statements'])}",
-            refused,
-            f"{st['peak_connections']} ({st['peak_holding']})",
-            end_section=i < len(users) - 1,
-        )
-    console.print(modes)
+    console.print(st)
 
     settings = [(u, s) for u in users for s in u["settings"]]
     if settings:
@@ -158,7 +163,7 @@ def render(report: dict[str, Any], console: Console, source: str = "") -> None:
         for i, o in enumerate(top, 1):
             what = {
                 "pin": f"pins: {o['reason']}",
-                "refused": f"refused ({o['reason']})",
+                "refused": f"refused: {_REFUSED.get(o['reason'], o['reason'])}",
                 "settings": f"settings: {o['reason']}",
             }.get(o["kind"], o["kind"])
             t.add_row(

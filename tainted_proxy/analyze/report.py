@@ -712,7 +712,9 @@ class Analyzer:
                 "reason": "no transactions and no pins: every statement can go back to the "
                 "pool at once",
             }
-        if u.refused_statements:
+        if u.refused_statements == 1:
+            txs = "1 statement would open a transaction (refused in statement mode)"
+        elif u.refused_statements:
             txs = (
                 f"{u.refused_statements:,} statements would open transactions "
                 "(refused in statement mode)"

@@ -598,7 +598,7 @@ def test_cli_text_tables_and_user_filter(tmp_path, capsys):
     path.write_text(SMALL)
     assert main([str(path)]) == 0
     out = capsys.readouterr().out
-    for title in ("Per user", "How sessions would behave", "Top offenders", "Hints", "Recommended"):
+    for title in ("Per user", "Transaction mode", "Statement mode", "Top offenders", "Hints"):
         assert title in out
     assert "SELECT GET_LOCK(?, ?)" in out
     assert main(["--json", "--user", "web", str(path)]) == 0
