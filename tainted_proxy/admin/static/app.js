@@ -35,6 +35,9 @@ function clock(epochSeconds, withSeconds) {
   const p = (n) => String(n).padStart(2, "0");
   return p(d.getHours()) + ":" + p(d.getMinutes()) + (withSeconds ? ":" + p(d.getSeconds()) : "");
 }
+function ident(v) {
+  return v === null || v === undefined ? dash : String(v);
+}
 function list(v) {
   if (!v || v.length === 0) return dash;
   return v.join(", ");
@@ -159,9 +162,10 @@ function axes(ctx, box, yMax, yFmt) {
   ctx.lineWidth = 1;
   ctx.textAlign = "right";
   ctx.textBaseline = "middle";
-  for (let i = 0; i <= 4; i++) {
-    const v = (yMax * i) / 4;
-    const y = box.bottom - (box.bottom - box.top) * (i / 4);
+  // 5 steps: a "nice" maximum (1, 2, 2.5, 5 or 10 times a power of ten) gives round ticks
+  for (let i = 0; i <= 5; i++) {
+    const v = (yMax * i) / 5;
+    const y = box.bottom - (box.bottom - box.top) * (i / 5);
     ctx.beginPath();
     ctx.moveTo(box.left, Math.round(y) + 0.5);
     ctx.lineTo(box.right, Math.round(y) + 0.5);
@@ -183,7 +187,7 @@ function drawRatioChart(totals, now) {
   const box = { left: 44, right: width - 10, top: 10, bottom: height - 22 };
   const values = points.map((p) => p.ratio).filter((v) => v !== null);
   const yMax = niceMax(Math.max(1, ...values));
-  axes(ctx, box, yMax, (v) => (yMax <= 2 ? v.toFixed(1) : String(Math.round(v * 10) / 10)));
+  axes(ctx, box, yMax, (v) => (yMax <= 5 ? v.toFixed(1) : String(Math.round(v * 10) / 10)));
   const t0 = points[0].t;
   const t1 = Math.max(points[points.length - 1].t, t0 + 1);
   const x = (t) => box.left + ((t - t0) / (t1 - t0)) * (box.right - box.left);
@@ -237,7 +241,7 @@ function drawPinsChart(series) {
   for (const m of series) for (const r of Object.keys(m.by_reason)) reasons.add(r);
   const order = [...reasons].sort();
   order.forEach(colorFor);
-  const yMax = niceMax(Math.max(1, ...series.map((m) => m.total)));
+  const yMax = niceMax(Math.max(5, ...series.map((m) => m.total)));
   axes(ctx, box, yMax, (v) => String(Math.round(v)));
   const n = Math.max(series.length, 1);
   const slot = (box.right - box.left) / n;
@@ -342,13 +346,13 @@ function defineTables() {
     { key: "in_use", label: "in use", type: "num" },
   ], { sort: { key: "idle", dir: -1 }, empty: "no upstream connections" });
   defineTable("sessions", [
-    { key: "id", label: "id", type: "num" },
+    { key: "id", label: "id", type: "num", fmt: ident },
     { key: "user", label: "user" },
     { key: "address", label: "address" },
     { key: "program", label: "program" },
     { key: "mode", label: "mode" },
     { key: "state", label: "state" },
-    { key: "upstream_thread_id", label: "upstream thread", type: "num" },
+    { key: "upstream_thread_id", label: "upstream thread", type: "num", fmt: ident },
     { key: "pin", label: "pin", fmt: (v) => (v ? v : dash) },
     { key: "pin_reasons", label: "pin reasons" },
     { key: "pin_objects", label: "pin objects", type: "code" },
@@ -371,10 +375,10 @@ function defineTables() {
     { key: "hint", label: "hint", type: "hint", fmt: (v) => advice(v) },
   ], { sort: { key: "count", dir: -1 }, empty: "nothing has pinned yet" });
   defineTable("servers", [
-    { key: "thread_id", label: "thread id", type: "num" },
+    { key: "thread_id", label: "thread id", type: "num", fmt: ident },
     { key: "upstream_user", label: "upstream user" },
     { key: "state", label: "state" },
-    { key: "client_id", label: "client", type: "num" },
+    { key: "client_id", label: "client", type: "num", fmt: ident },
     { key: "settings", label: "settings", type: "code" },
     { key: "age_seconds", label: "age", type: "num", fmt: secs },
     { key: "idle_seconds", label: "idle for", type: "num", fmt: secs },
