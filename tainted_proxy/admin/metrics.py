@@ -174,16 +174,25 @@ class ProxyCollector(Collector):
         checkouts.add_metric(["settings_applied"], s.checkout_settings_applied)
         yield checkouts
 
-        acquisitions = _counter(
-            "pool_acquisitions",
-            "Connections the pool handed out: an idle one with the wanted settings (exact), "
-            "the idle one with the fewest differences (nearest), or a new one (opened)",
-            ["kind"],
+        pool_checkouts = _counter(
+            "pool_checkouts", "Connections the pool handed out (idle, new or handed over)"
         )
-        acquisitions.add_metric(["exact"], ps.exact_hits)
-        acquisitions.add_metric(["nearest"], ps.nearest_hits)
-        acquisitions.add_metric(["opened"], ps.opened)
-        yield acquisitions
+        pool_checkouts.add_metric([], ps.acquired)
+        yield pool_checkouts
+
+        idle_hits = _counter(
+            "pool_idle_hits",
+            "Checkouts served by an idle connection: one with the wanted settings (exact) "
+            "or the one with the fewest differences (nearest)",
+            ["match"],
+        )
+        idle_hits.add_metric(["exact"], ps.exact_hits)
+        idle_hits.add_metric(["nearest"], ps.nearest_hits)
+        yield idle_hits
+
+        wait_timeouts = _counter("pool_wait_timeouts", "Waits for a connection that timed out")
+        wait_timeouts.add_metric([], ps.wait_timeouts)
+        yield wait_timeouts
 
         releases = _counter(
             "releases",
@@ -213,7 +222,7 @@ class ProxyCollector(Collector):
         sessions = _gauge(
             "sessions",
             "Client sessions per upstream login: active (running a statement or holding a "
-            "connection), idle, waiting for a connection",
+            "connection), idle; waiting for a connection (a part of active)",
             ["upstream_user", "state"],
         )
         upstream = _gauge(

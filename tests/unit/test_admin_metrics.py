@@ -153,8 +153,16 @@ def test_checkouts_releases_errors_and_waits():
         (("kind", "checkout timeout"),): 3,
         (("kind", "max_pinned"),): 1,
     }
-    acq = samples(fams["tainted_proxy_pool_acquisitions"], "tainted_proxy_pool_acquisitions_total")
-    assert acq == {(("kind", "exact"),): 38, (("kind", "nearest"),): 2, (("kind", "opened"),): 4}
+    ps.acquired = 44
+    fams = scrape(p)
+    hits = samples(fams["tainted_proxy_pool_idle_hits"], "tainted_proxy_pool_idle_hits_total")
+    assert hits == {(("match", "exact"),): 38, (("match", "nearest"),): 2}
+    assert samples(fams["tainted_proxy_pool_checkouts"], "tainted_proxy_pool_checkouts_total") == {
+        (): 44
+    }
+    assert samples(
+        fams["tainted_proxy_upstream_opened"], "tainted_proxy_upstream_opened_total"
+    ) == {(): 4}
     assert samples(fams["tainted_proxy_clients_accepted"])[()] == 12
     wait = fams["tainted_proxy_checkout_wait_seconds"]
     assert samples(wait, "tainted_proxy_checkout_wait_seconds_count") == {(): 3}
