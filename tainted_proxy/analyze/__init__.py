@@ -154,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     report = a.report(args.top if not args.user else 1 << 30)
     if args.user:
         wanted = set(args.user)
-        report["users"] = [u for u in report["users"] if u["user"] in wanted]  # type: ignore[attr-defined]
+        users = [u for u in report["users"] if u["user"] in wanted]  # type: ignore[attr-defined]
+        report["users"] = users
+        report["sessions"] = sum(u["sessions"] for u in users)
+        report["statements"] = sum(u["statements"] for u in users)
         report["top_offenders"] = [
             o
             for o in report["top_offenders"]

@@ -175,9 +175,12 @@ def render(report: dict[str, Any], console: Console, source: str = "") -> None:
                 f"{o['statements']:,}",
             )
         console.print(t)
-        console.print(Text("Hints", style="bold"))
+        hints = Table(title="Hints", box=None, show_header=False, title_justify="left")
+        hints.add_column("#", justify="right")
+        hints.add_column("hint")
         for i, o in enumerate(top, 1):
-            console.print(f"{i:>3}. {o['hint']}", highlight=False)
+            hints.add_row(str(i), o["hint"])
+        console.print(hints)
         console.print()
 
     rec = Table(title="Recommended pool mode", box=box.SIMPLE_HEAD, title_justify="left")

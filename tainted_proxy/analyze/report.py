@@ -220,10 +220,13 @@ class ModeStats:
         self.until_end = 0
         self.seconds_max = 0.0
 
-    def as_dict(self, sessions: int) -> dict[str, object]:
+    def as_dict(self, sessions: int, statements: int) -> dict[str, object]:
         return {
             "pinned_sessions": self.pinned_sessions,
             "pinned_share": round(self.pinned_sessions / sessions, 4) if sessions else 0.0,
+            "pinned_statement_share": (
+                round(self.episodes.total / statements, 4) if statements else 0.0
+            ),
             "pin_reasons": dict(self.reasons.most_common()),
             "pinned_statements": self.episodes.as_dict(),
             "pinned_until_session_end": self.until_end,
@@ -699,11 +702,15 @@ class Analyzer:
 
     def recommend(self, u: UserStats) -> dict[str, str]:
         """The pool mode for the user, and why: statement mode when nothing would be
-        refused there and nothing pins; transaction mode when the share of sessions that
-        pin is below ``pin_threshold``; session mode otherwise."""
+        refused there and nothing pins; transaction mode when pins are rare: the share of
+        sessions that pin, or the share of statements that run pinned, is below
+        ``pin_threshold`` (few sessions pin, or they pin briefly); session mode
+        otherwise (pinned sessions would hold their connections most of the time)."""
         n = u.sessions
         pinned = u.tx.pinned_sessions
         share = pinned / n if n else 0.0
+        held = u.tx.episodes.total
+        held_share = held / u.statements if u.statements else 0.0
         top = u.tx.reasons.most_common(1)
         reason = top[0][0] if top else "?"
         if u.refused_statements == 0 and pinned == 0:
@@ -721,19 +728,19 @@ class Analyzer:
             )
         else:
             txs = "no transactions"
-        if share < self.pin_threshold:
-            pins = (
-                f"{pinned:,} of {n:,} sessions ({share:.1%}) pin, mostly for {reason}: below "
-                f"the {self.pin_threshold:.0%} threshold"
-                if pinned
-                else "no session pins"
-            )
-            return {"mode": "transaction", "reason": f"{txs}; {pins}"}
+        pins = (
+            f"{pinned:,} of {n:,} sessions ({share:.1%}) pin, mostly for {reason}, for "
+            f"{held:,} of {u.statements:,} statements ({held_share:.1%})"
+        )
+        limit = f"{self.pin_threshold:.0%}"
+        if not pinned:
+            return {"mode": "transaction", "reason": f"{txs}; no session pins"}
+        if share < self.pin_threshold or held_share < self.pin_threshold:
+            return {"mode": "transaction", "reason": f"{txs}; {pins}: pins are rare (< {limit})"}
         return {
             "mode": "session",
-            "reason": f"{pinned:,} of {n:,} sessions ({share:.1%}) pin in transaction mode, "
-            f"mostly for {reason} (threshold {self.pin_threshold:.0%}): they would hold their "
-            "connections anyway",
+            "reason": f"{pins}, both at least {limit}: in transaction mode those sessions "
+            "would hold their connections most of the time",
         }
 
     def report(self, top: int = 10) -> dict[str, object]:
@@ -763,7 +770,7 @@ class Analyzer:
 
     def _user_dict(self, u: UserStats) -> dict[str, object]:
         n = u.sessions
-        tx = u.tx.as_dict(n)
+        tx = u.tx.as_dict(n, u.statements)
         tx.update(
             {
                 "transaction_sessions": u.tx_sessions,
@@ -776,7 +783,7 @@ class Analyzer:
                 "peak_holding": u.peaks.peak_hold[0],
             }
         )
-        st = u.st.as_dict(n)
+        st = u.st.as_dict(n, u.statements)
         st.update(
             {
                 "refused_sessions": u.refused_sessions,

@@ -510,6 +510,16 @@ def test_recommendations():
     assert "1 of 21 sessions (4.8%) pin" in rec["reason"]
     rec = user(report(log(*entries), pin_threshold=0.01), "u")["recommended"]
     assert rec["mode"] == "session"
+    # every session pins, but briefly: 2 of 22 statements run pinned
+    entries = [connect(1, "u", time="261207  0:57:17")]
+    entries += [q(1, "SELECT GET_LOCK('a', 1)"), q(1, "SELECT RELEASE_LOCK('a')")]
+    entries += [q(1, f"SELECT * FROM t WHERE id = {i}") for i in range(20)]
+    entries += [quit_(1)]
+    u = user(report(log(*entries)), "u")
+    assert u["modes"]["transaction"]["pinned_share"] == 1.0
+    assert u["modes"]["transaction"]["pinned_statement_share"] == round(2 / 22, 4)
+    assert u["recommended"]["mode"] == "transaction"
+    assert "for 2 of 22 statements (9.1%): pins are rare" in u["recommended"]["reason"]
 
 
 def test_offenders_are_bounded_with_an_other_bucket():
