@@ -23,6 +23,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from tainted_proxy.admin.hints import hint
+from tainted_proxy.taint.fingerprint import fingerprint
 
 if TYPE_CHECKING:
     from tainted_proxy.app import Proxy
@@ -37,6 +38,13 @@ def settings_text(settings: frozenset[tuple[str, str]], schema: str | None = Non
     parts = [f"{n}={v}" for n, v in sorted(settings)]
     text = ", ".join(parts) if parts else "(server defaults)"
     return text if schema is None else f"{text}; schema={schema}"
+
+
+def _fingerprint(sql: bytes) -> str:
+    if not sql:
+        return ""
+    text = fingerprint(sql[:4096])
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def session_row(cl: Client, now: float) -> dict[str, Any]:
@@ -56,10 +64,9 @@ def session_row(cl: Client, now: float) -> dict[str, Any]:
         "pin_reasons": state.pins.reasons(),
         "pin_objects": state.pins.objects(),
         "pin_age_seconds": round(time.time() - ticket.started, 3) if ticket else None,
+        # the fingerprint (literals as ?), as in the ledger: never the values themselves
         "statement": (
-            cl.statement.fingerprint
-            if cl.statement is not None
-            else cl.sql[:200].decode("utf-8", "replace")
+            cl.statement.fingerprint if cl.statement is not None else _fingerprint(cl.sql)
         )
         if busy
         else None,
