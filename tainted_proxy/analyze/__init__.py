@@ -90,8 +90,9 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=PIN_THRESHOLD,
         metavar="SHARE",
-        help="below this share of sessions that pin, transaction mode is recommended over "
-        f"session mode (default: {PIN_THRESHOLD})",
+        help="pins are rare, and transaction mode is recommended over session mode, when "
+        "the share of sessions that pin or the share of statements run pinned is below "
+        f"this (default: {PIN_THRESHOLD})",
     )
     p.add_argument(
         "--statement-ms",
