@@ -27,7 +27,7 @@ import sys
 from collections.abc import Iterable, Iterator
 
 from tainted_proxy.analyze.hints import hint
-from tainted_proxy.analyze.logs import FORMATS, Event, open_log, read_events
+from tainted_proxy.analyze.logs import FORMATS, CountingReader, Event, open_log, read_events
 from tainted_proxy.analyze.report import PIN_THRESHOLD, STATEMENT_MS, Analyzer
 from tainted_proxy.taint.lexer import ANSI_QUOTES, NO_BACKSLASH_ESCAPES
 
@@ -159,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         report["users"] = users
         report["sessions"] = sum(u["sessions"] for u in users)
         report["statements"] = sum(u["statements"] for u in users)
+        report["other_offenders"] = [
+            o
+            for o in report["other_offenders"]  # type: ignore[attr-defined]
+            if o["user"] in wanted
+        ]
         report["top_offenders"] = [
             o
             for o in report["top_offenders"]
@@ -176,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_with_progress(a: Analyzer, events: Iterable[Event], counter, size, name) -> None:  # type: ignore[no-untyped-def]
+def _run_with_progress(
+    a: Analyzer, events: Iterable[Event], counter: CountingReader, size: int | None, name: str
+) -> None:
     from rich.console import Console
     from rich.progress import (
         BarColumn,

@@ -175,6 +175,10 @@ def render(report: dict[str, Any], console: Console, source: str = "") -> None:
                 f"{o['statements']:,}",
             )
         console.print(t)
+        other = report.get("other_offenders") or []
+        if other:
+            n = sum(o["statements"] for o in other)
+            console.print(f"  (and {n:,} statements of rarer shapes, counted together)")
         hints = Table(title="Hints", box=None, show_header=False, title_justify="left")
         hints.add_column("#", justify="right")
         hints.add_column("hint")

@@ -14,6 +14,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from tainted_proxy.analyze.hints import NAMES, hint
+from tainted_proxy.analyze.logs import Event
 from tainted_proxy.analyze.model import Episode, Session, keyed
 from tainted_proxy.state import pins as _pins
 from tainted_proxy.state.settings import CHARSET_VARS
@@ -399,8 +400,8 @@ class Analyzer:
 
     # -- events ------------------------------------------------------------------------------
 
-    def feed(self, ev) -> None:  # type: ignore[no-untyped-def]
-        """One `logs.Event`."""
+    def feed(self, ev: Event) -> None:
+        """One event of the log."""
         self.events += 1
         t = ev.time
         if t is not None:
@@ -762,6 +763,15 @@ class Analyzer:
             "last_time": _when(self.last_time),
             "seconds": round(span) if span is not None else None,
             "top_offenders": self._top(top),
+            "other_offenders": [
+                {
+                    "kind": kind,
+                    "user": name,
+                    "statements": n,
+                    "sessions": self.offenders.other_sessions[kind, name],
+                }
+                for (kind, name), n in sorted(self.offenders.other.items())
+            ],
             "assumptions": {
                 "pin_threshold": self.pin_threshold,
                 "statement_ms": self.statement_ms,

@@ -533,6 +533,18 @@ def test_offenders_are_bounded_with_an_other_bucket():
     assert kept + o.other["pin", "u"] == sum(range(1, 11))
 
 
+def test_report_counts_the_shapes_it_did_not_keep():
+    # twelve sessions, each pinned by a statement of its own shape; room for four shapes
+    entries = [connect(i, "u", time="261207  0:57:17" if i == 1 else None) for i in range(1, 13)]
+    entries += [q(i, f"CREATE TEMPORARY TABLE t{i} (a INT)") for i in range(1, 13)]
+    r = report(log(*entries), offenders=4)
+    (other,) = r["other_offenders"]
+    assert (other["kind"], other["user"]) == ("pin", "u")
+    assert len(r["top_offenders"]) <= 4
+    kept = sum(o["statements"] for o in r["top_offenders"])
+    assert kept + other["statements"] == 12
+
+
 def test_analyzer_memory_is_per_open_connection():
     a = Analyzer()
     for ev in read_events(
