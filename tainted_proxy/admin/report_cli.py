@@ -98,9 +98,9 @@ def render(data: dict[str, Any], console: Any) -> None:
     console.print(
         f"[bold]tainted-proxy[/bold] at {data['url']} ({when}): "
         f"{t['client_sessions']} client sessions on {t['upstream_connections']} upstream "
-        f"connections (cap {t['upstream_cap']}, {t['upstream_idle']} idle), multiplexing ratio "
-        f"{_v(t['multiplexing_ratio'])}, {t['pinned']} pinned, {t['waiting']} waiting; "
-        f"checkout wait p50 {_secs(w['p50'])}, p99 {_secs(w['p99'])}",
+        f"connections (cap {t['upstream_cap']}, {t['upstream_idle']} idle)\n"
+        f"multiplexing ratio {_v(t['multiplexing_ratio'])}, {t['pinned']} pinned, "
+        f"{t['waiting']} waiting; checkout wait p50 {_secs(w['p50'])}, p99 {_secs(w['p99'])}",
         highlight=False,
     )
     pins = report["pins_by_reason"]
