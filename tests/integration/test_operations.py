@@ -47,6 +47,9 @@ connect_timeout = 1
 [pool]
 checkout_timeout = 2
 
+[admin]
+listen = ""
+
 [users.app]
 password = "{password}"
 pool_mode = "transaction"
