@@ -20,6 +20,7 @@ import trio
 from tainted_proxy.net import Conn, ConnectionClosed, TlsConn, open_tcp, open_unix
 from tainted_proxy.state.settings import EMPTY, TRACKING_SQL, Baseline, Settings, settings_sql
 from tainted_proxy.state.sql_prepared import ConnSqlStatements
+from tainted_proxy.state.values import FOUND_ROWS
 from tainted_proxy.wire import auth as wauth
 from tainted_proxy.wire.buffer import PacketBuffer, join_payload
 from tainted_proxy.wire.codec import frame
@@ -27,6 +28,8 @@ from tainted_proxy.wire.constants import (
     CLIENT_CONNECT_ATTRS,
     CLIENT_CONNECT_WITH_DB,
     CLIENT_DEPRECATE_EOF,
+    CLIENT_IGNORE_SPACE,
+    CLIENT_INTERACTIVE,
     CLIENT_LONG_FLAG,
     CLIENT_LONG_PASSWORD,
     CLIENT_PLUGIN_AUTH,
@@ -101,7 +104,14 @@ class UpstreamTarget:
         return ctx
 
 
-_CLEAR_PROFILES = (b"SET SESSION profiling = 1, profiling_history_size = 0", b"DO 0")
+# MariaDB's COM_RESET_CONNECTION and COM_CHANGE_USER keep the SHOW PROFILES history (other
+# sessions' SQL text), and a reset of a profiling session reads @@profiling = 0 but goes
+# on profiling: empty the history and switch profiling off first (measured on 10.11)
+_CLEAR_PROFILES = (
+    b"SET SESSION profiling = 1, profiling_history_size = 0",
+    b"DO 0",
+    b"SET SESSION profiling = 0",
+)
 
 
 class PendingValues(Protocol):
@@ -148,6 +158,7 @@ class ServerConn:
         "pending_for",
         "pseudo_thread_id",
         "sql_statements",
+        "foreign",
     )
 
     def __init__(self, conn: Conn | TlsConn, capabilities: int, user: str) -> None:
@@ -195,6 +206,10 @@ class ServerConn:
         self.insert_id: int | None = 0
         # the diagnostics area is known to be empty (no session's warnings or errors)
         self.diagnostics_clean = True
+        # values that outlive a statement (LAST_INSERT_ID(), FOUND_ROWS(), the
+        # diagnostics) still as a session before the current holder left them
+        # (state.values names; cleared one by one as the holder's statements set them)
+        self.foreign: set[str] = set()
         # the session whose per-statement values this idle connection still holds
         # unread: whoever takes the connection next reads them for it first
         self.pending_for: PendingValues | None = None
@@ -303,11 +318,12 @@ class ServerConn:
         tracking = self.tracking
         msgs = [frame(com_reset_connection(), 0)[0], frame(com_init_db(schema), 0)[0]]
         if self.mariadb:
-            # MariaDB's reset keeps the SHOW PROFILES history (other sessions' SQL text):
-            # empty it first
             msgs[:0] = [frame(com_query(q), 0)[0] for q in _CLEAR_PROFILES]
         if self.mariadb:
             msgs.append(frame(com_query(self._set_role_sql()), 0)[0])
+        restore = self._capability_sql()
+        if restore:
+            msgs.append(frame(com_query(restore), 0)[0])
         if tracking:
             msgs.append(frame(com_query(TRACKING_SQL), 0)[0])
         await self.conn.send_all(b"".join(msgs))
@@ -320,12 +336,25 @@ class ServerConn:
         await self._read_ok(COM_INIT_DB)
         if self.mariadb:
             await self._read_ok(COM_QUERY)
+        if restore:
+            await self._read_ok(COM_QUERY)
         if tracking:
             await self._read_ok(COM_QUERY)
             self.tracking = True
         self.schema = schema
         self.status = SERVER_STATUS_AUTOCOMMIT
         self._forget_session()
+
+    def _capability_sql(self) -> bytes:
+        """What the login's capability flags put in the session and a reset takes away:
+        CLIENT_IGNORE_SPACE adds IGNORE_SPACE to sql_mode, CLIENT_INTERACTIVE makes
+        wait_timeout the interactive_timeout (measured on MariaDB 10.11)."""
+        parts = []
+        if self.capabilities & CLIENT_IGNORE_SPACE:
+            parts.append(b"sql_mode = CONCAT(@@sql_mode, ',IGNORE_SPACE')")
+        if self.capabilities & CLIENT_INTERACTIVE:
+            parts.append(b"wait_timeout = @@global.interactive_timeout")
+        return b"SET SESSION " + b", ".join(parts) if parts else b""
 
     def _forget_session(self) -> None:
         """After COM_RESET_CONNECTION / COM_CHANGE_USER: the server dropped every
@@ -335,6 +364,8 @@ class ServerConn:
         self.values_owner = None
         self.insert_id = 0
         self.diagnostics_clean = True
+        # (COM_RESET_CONNECTION keeps FOUND_ROWS(), measured on MariaDB 10.11)
+        self.foreign = {FOUND_ROWS}
         self.pseudo_thread_id = None
         self.sql_statements.clear()
         forget = getattr(self.statements, "forget_all", None)
@@ -428,6 +459,9 @@ class ServerConn:
         self._forget_session()
         if self.mariadb:
             await self.command_ok(com_query(self._set_role_sql()))
+        restore = self._capability_sql()
+        if restore:
+            await self.command_ok(com_query(restore))
         if tracking:
             await self.command_ok(com_query(TRACKING_SQL))
             self.tracking = True

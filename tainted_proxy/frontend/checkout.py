@@ -25,6 +25,7 @@ from tainted_proxy.backend.server import UpstreamError
 from tainted_proxy.frontend.client import Client, SessionEnd
 from tainted_proxy.net import ConnectionClosed
 from tainted_proxy.pool.pool import PoolTimeout
+from tainted_proxy.state.values import reads_of
 from tainted_proxy.taint.effects import Classification, Effect
 from tainted_proxy.taint.fingerprint import fingerprint
 from tainted_proxy.wire.constants import (
@@ -148,6 +149,7 @@ async def checkout_or_error(
     up = await acquire_or_error(cl, cl.key, (state.settings, state.schema), cl.last_up)
     if isinstance(up, ErrPacket):
         return up
+    state.took(up)
     owner = up.pending_for
     if owner is not None:
         up.pending_for = None
@@ -197,7 +199,7 @@ async def collect_values(cl: Client, up: ServerConn) -> None:
     if queries:
         try:
             with trio.fail_after(OWN_EXCHANGE_TIMEOUT):
-                values.absorb(await up.query_many(queries))
+                up.insert_id = values.absorb(await up.query_many(queries))
         except _UPSTREAM_ERRORS:
             values.lose_pending()
             up.broken = True
@@ -276,7 +278,7 @@ async def restore_values(
     up = cl.up
     state = cl.state
     assert up is not None
-    if state.owns_values_of(up) and (
+    if state.owns_values_of(up, reads_of(needs)) and (
         Effect.CONNECTION_ID not in needs or up.pseudo_thread_id == cl.id
     ):
         return True

@@ -17,6 +17,7 @@ from tainted_proxy.frontend.client import Client
 from tainted_proxy.state import answers
 from tainted_proxy.state import pins as pinreasons
 from tainted_proxy.state.settings import Settings
+from tainted_proxy.state.values import reads_of
 from tainted_proxy.state.verdict import verdict
 from tainted_proxy.taint.classifier import classify_flags
 from tainted_proxy.taint.effects import Classification, Effect
@@ -58,6 +59,19 @@ async def command(cl: Client, cmd: int, size: int) -> None:
         return
     up = cl.up
     assert up is not None
+    if (
+        c is not None
+        and c.needs
+        and c.statements == 1
+        and not state.owns_values_of(up, reads_of(c.needs))
+    ):
+        # a plain read whose values were still on the connection another session took
+        # (it read them back for this one during the checkout): answer from the copy
+        read = answers.match(sql)
+        if read is not None and await local.answer_read(cl, read):
+            cbuf.consume(size)
+            await checkout.maybe_release(cl)
+            return
     if cmd == COM_SET_OPTION:
         up.options_changed = True
     virtual = sql_prepared.touches(c)
@@ -95,7 +109,11 @@ async def _answered_without_connection(cl: Client, c: Classification, sql: bytes
     state = cl.state
     if state.mode == "statement" and await local.refused_in_statement_mode(cl, c):
         return True
-    if c.needs and c.statements == 1 and (cl.up is None or not state.owns_values_of(cl.up)):
+    if (
+        c.needs
+        and c.statements == 1
+        and (cl.up is None or not state.owns_values_of(cl.up, reads_of(c.needs)))
+    ):
         read = answers.match(sql)
         if read is not None and await local.answer_read(cl, read):
             await checkout.maybe_release(cl)

@@ -238,7 +238,26 @@ def learn_values(
         ),
     )
     conn.values_owner = (session.id, session.seq)
-    conn.insert_id = None if statevalues.INSERT_ID in values.pending else values.insert_id
+    foreign = conn.foreign
+    if foreign:
+        # what this statement set is the session's now
+        if statevalues.INSERT_ID in values.pending or conn.insert_id == values.insert_id:
+            foreign.discard(statevalues.INSERT_ID)
+        if response.resultset or statevalues.FOUND_ROWS in values.pending:
+            foreign.discard(statevalues.FOUND_ROWS)
+        if (
+            response.error
+            or response.warnings
+            or statevalues.diagnostics_clean_after(False, c, sql, False, 0)
+        ):
+            foreign.discard(statevalues.CONDITIONS)
+        if statevalues.LASTVAL in values.pending:
+            foreign.discard(statevalues.LASTVAL)
+    if statevalues.INSERT_ID in values.pending:
+        conn.insert_id = None
+    elif statevalues.INSERT_ID not in foreign:
+        conn.insert_id = values.insert_id
+    # (else the connection still has the previous session's: conn.insert_id says so)
     conn.diagnostics_clean = statevalues.diagnostics_clean_after(
         conn.diagnostics_clean, c, sql, response.error, response.warnings
     )

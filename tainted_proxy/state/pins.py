@@ -83,7 +83,8 @@ def _prepared_text_is_clean(sql: str, name: str, flags: int) -> bool:
         if "\\" in text:
             return False  # escapes: do not guess what the server unescapes
         got = classify_flags(text, flags)
-        return got is None or not got.effects
+        # reading the previous statement's values (LAST_INSERT_ID()...) leaves nothing
+        return got is None or not (got.effects - got.needs)
     return False
 
 

@@ -22,10 +22,13 @@ from tainted_proxy.state.pins import Pins
 from tainted_proxy.state.settings import EMPTY, Settings
 from tainted_proxy.state.sql_prepared import SessionSqlStatements
 from tainted_proxy.state.statements import SessionStatements
-from tainted_proxy.state.values import Values
+from tainted_proxy.state.values import CONDITIONS, FOUND_ROWS, INSERT_ID, LASTVAL, Values
 from tainted_proxy.wire.constants import SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS
 
 MODES = ("session", "transaction", "statement")
+
+#: per-statement values a server keeps across statements that do not set them
+OUTLIVE_A_STATEMENT = frozenset((INSERT_ID, FOUND_ROWS, CONDITIONS, LASTVAL))
 
 
 class ConnState(Protocol):
@@ -38,6 +41,7 @@ class ConnState(Protocol):
     values_owner: tuple[int, int] | None
     insert_id: int | None
     diagnostics_clean: bool
+    foreign: set[str]
 
 
 @dataclass(slots=True, eq=False)
@@ -84,9 +88,17 @@ class SessionState:
         self.seq += 1
         return self.seq
 
-    def owns_values_of(self, conn: ConnState) -> bool:
-        """``conn`` holds the values of this session's previous statement."""
-        return conn.values_owner == (self.id, self.seq - 1)
+    def owns_values_of(self, conn: ConnState, reads: frozenset[str] = frozenset()) -> bool:
+        """``conn`` holds the values of this session's previous statement, and none of
+        ``reads`` (state.values names) is one another session left there before."""
+        return conn.values_owner == (self.id, self.seq - 1) and not (reads & conn.foreign)
+
+    def took(self, conn: ConnState) -> None:
+        """The session checked ``conn`` out (for statement ``seq``): unless the statement
+        before ran there, what outlives a statement there is not the session's (another
+        session's, or its own older values) until its own statements set it."""
+        if conn.values_owner != (self.id, self.seq - 1):
+            conn.foreign = set(OUTLIVE_A_STATEMENT)
 
     def holds(self, conn: ConnState) -> str | None:
         """Why the session keeps ``conn`` after a statement: a pin reason, an open

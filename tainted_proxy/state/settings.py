@@ -60,6 +60,11 @@ UNKEYABLE: frozenset[str] = frozenset(
         "gtid_seq_no",
         "server_id",
         "gtid_domain_id",
+        # the history they keep (SHOW PROFILES, information_schema.OPTIMIZER_TRACE) holds
+        # the SQL text of the sessions that ran on the connection: never carried
+        "profiling",
+        "profiling_history_size",
+        "optimizer_trace",
     }
 )
 

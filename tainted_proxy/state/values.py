@@ -78,6 +78,20 @@ class Outcome:
     statements: int = 1
 
 
+_READS = {
+    Effect.LAST_INSERT_ID: INSERT_ID,
+    Effect.FOUND_ROWS: FOUND_ROWS,
+    Effect.WARNINGS: CONDITIONS,
+    Effect.LASTVAL: LASTVAL,
+    Effect.ROW_COUNT: ROW_COUNT,
+}
+
+
+def reads_of(needs: frozenset[str]) -> frozenset[str]:
+    """The values (names above) a statement with these ``needs`` reads."""
+    return frozenset(_READS[n] for n in needs if n in _READS)  # type: ignore[index]
+
+
 def sequence_names(sql: bytes) -> list[bytes]:
     """The sequences a statement calls NEXTVAL on, as written (they set LASTVAL)."""
     return [m.group(1) or m.group(2) for m in _SEQUENCE_NAME.finditer(sql)]
@@ -215,11 +229,13 @@ class Values:
             )
         return out
 
-    def absorb(self, results: list[list[list[bytes | None]] | None]) -> None:
-        """Take the answers to ``fetch_queries`` (None for a query that failed)."""
+    def absorb(self, results: list[list[list[bytes | None]] | None]) -> int | None:
+        """Take the answers to ``fetch_queries`` (None for a query that failed); returns
+        the LAST_INSERT_ID() the connection has now (None if unknown)."""
         pending = self.pending
+        lid: int | None = None
         if not pending:
-            return
+            return None
         it = iter(results)
         values = next(it, None)
         if values:
@@ -251,6 +267,7 @@ class Values:
                 self.lastvals[name] = None if v is None else int(v)
         pending.clear()
         self.pending_sequences.clear()
+        return lid
 
     # -- restoring them for a larger statement ----------------------------------------
     def restore_plan(
@@ -269,8 +286,13 @@ class Values:
 
         ``best_effort`` (a routine call, which may read anything): restore what can be
         restored and never refuse."""
+        if self.lost & reads_of(needs) and not best_effort:
+            return "the value of the previous statement (lost when its connection closed)"
+        # a pending value is on the connection held now (the one that ran the statement):
+        # it is left as it is, and nothing the plan runs may overwrite it
+        pending = self.pending
         out: list[bytes] = []
-        if Effect.WARNINGS in needs:
+        if Effect.WARNINGS in needs and CONDITIONS not in pending:
             if self.warning_count or self.error_count or self.conditions:
                 if not best_effort:
                     return "the warnings and errors of the previous statement"
@@ -285,17 +307,27 @@ class Values:
                     "CONNECTION_ID() inside a larger statement (the upstream account lacks "
                     "the BINLOG REPLAY privilege that sets it)"
                 )
-        if Effect.LAST_INSERT_ID in needs and conn_insert_id != self.insert_id:
+        if (
+            Effect.LAST_INSERT_ID in needs
+            and conn_insert_id != self.insert_id
+            and INSERT_ID not in self.pending  # pending: the held connection has it
+        ):
             sets.append(b"last_insert_id = %d" % self.insert_id)
         if sets:
             out.append(b"SET SESSION " + b", ".join(sets))
-        if Effect.FOUND_ROWS in needs:
+        if Effect.FOUND_ROWS in needs and FOUND_ROWS not in pending:
+            if self.found_rows and CONDITIONS in pending and not best_effort:
+                # (the SELECT that restores it uses a table: it would clear them)
+                return "FOUND_ROWS() with the warnings of the previous statement"
             out.append(
                 b"SELECT SQL_CALC_FOUND_ROWS 1 FROM seq_0_to_%d LIMIT 0" % (self.found_rows - 1)
                 if self.found_rows
                 else b"SELECT 1 FROM DUAL WHERE 0"
             )
-        if Effect.ROW_COUNT in needs:
+        if Effect.ROW_COUNT in needs and ROW_COUNT in pending:
+            if out and not best_effort:
+                return "ROW_COUNT() of the previous statement inside a larger statement"
+        elif Effect.ROW_COUNT in needs:
             last_is_select = bool(out) and out[-1].startswith(b"SELECT")
             last_is_set = bool(out) and not last_is_select
             if self.row_count == -1:

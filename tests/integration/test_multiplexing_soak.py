@@ -684,16 +684,8 @@ PREPARED_PIN_BUG = (
 @pytest.mark.parametrize(
     "ps_lii",
     [
-        pytest.param(
-            False,
-            id="prepared-texts-take-the-id-as-a-parameter",
-            marks=pytest.mark.xfail(strict=False, reason=LAST_VALUES_BUGS),
-        ),
-        pytest.param(
-            True,
-            id="prepared-texts-read-last-insert-id",
-            marks=pytest.mark.xfail(strict=False, reason=PREPARED_PIN_BUG),
-        ),
+        pytest.param(False, id="prepared-texts-take-the-id-as-a-parameter"),
+        pytest.param(True, id="prepared-texts-read-last-insert-id"),
     ],
 )
 def test_sixty_four_clients_on_eight_upstream_connections_get_only_their_own_answers(

@@ -335,13 +335,6 @@ def test_c3_c35_client_found_rows_clients_never_share_a_connection_with_others(s
     assert ids["alice"] and ids["bob"] and not ids["alice"] & ids["bob"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="C4: COM_RESET_CONNECTION drops the IGNORE_SPACE that CLIENT_IGNORE_SPACE put in "
-    "the upstream connection's sql_mode, and the proxy does not put it back: once a "
-    "connection of that pool key was reset (a pinned session left), `SELECT COUNT (*)` "
-    "from an IGNORE_SPACE client is ERR 1064 and @@sql_mode lacks IGNORE_SPACE",
-)
 @all_modes
 def test_c4_ignore_space_survives_a_reset_of_the_clients_connection(shared, table, mode):
     s = shared(mode, clients={w: {"client_flag": CLIENT.IGNORE_SPACE} for w in PASSWORDS})
@@ -355,13 +348,6 @@ def test_c4_ignore_space_survives_a_reset_of_the_clients_connection(shared, tabl
     assert_same(s, script, refill(table))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="C5: an upstream connection opened with CLIENT_INTERACTIVE starts with "
-    "wait_timeout = interactive_timeout, but COM_RESET_CONNECTION sets it to the global "
-    "wait_timeout; an interactive client on a reset connection reads @@wait_timeout = "
-    "28800 instead of interactive_timeout (123 here)",
-)
 @pytest.mark.parametrize("mode", ["session", "transaction"])
 def test_c5_interactive_client_reads_interactive_timeout_after_a_reset(
     shared, private_server, mode
@@ -634,17 +620,9 @@ def test_c19_variables_that_cannot_be_carried_pin_and_stay_the_sessions_own(shar
     assert rows_of(got[2]) == ((0, 1),)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="C20/C48: SET profiling=1 is carried as a setting, not pinned: the profiling "
-    "history stays on each upstream connection the session used, and the next session "
-    "on it reads the previous session's SQL text with SHOW PROFILES / "
-    "information_schema.PROFILING (and the session's own history has other sessions' "
-    "statements in it)",
-)
 @pooled
 def test_c20_c48_profiling_history_never_shows_another_sessions_statements(shared, mode):
-    s = shared(mode)
+    s = shared(mode, 2)  # profiling pins alice's connection: bob gets the other one
     assert_same(
         s,
         [
@@ -657,17 +635,6 @@ def test_c20_c48_profiling_history_never_shows_another_sessions_statements(share
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="C48: the reset clears the profiling history with `SET SESSION profiling = 1, "
-    "profiling_history_size = 0` + `DO 0` and relies on COM_RESET_CONNECTION to switch "
-    "profiling off; MariaDB 10.11 then reads @@profiling = 0 but keeps profiling, so the "
-    "next session's SHOW PROFILES lists the proxy's own statements ('SET ROLE NONE', "
-    "'SET SESSION session_track_system_variables=...', 'SET SESSION pseudo_thread_id = "
-    "...', 'SET NAMES ...') and its own; every reset connection keeps profiling (measured: "
-    "a `SET profiling = 0` after `DO 0` and before the reset leaves the history empty; "
-    "backend/server.py _CLEAR_PROFILES)",
-)
 @all_modes
 def test_c48_a_new_session_on_a_reset_connection_has_no_profiling_history(shared, mode):
     s = shared(mode)
@@ -684,16 +651,9 @@ def test_c48_a_new_session_on_a_reset_connection_has_no_profiling_history(shared
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="C21/C49: SET optimizer_trace='enabled=on' is carried as a setting, not pinned: "
-    "the last trace stays in information_schema.OPTIMIZER_TRACE of the upstream "
-    "connection, and the next session on it reads the previous session's query text "
-    "and plan (the converge's SET optimizer_trace does not delete it)",
-)
 @pooled
 def test_c21_c49_optimizer_trace_never_shows_another_sessions_query(shared, table, mode):
-    s = shared(mode)
+    s = shared(mode, 2)  # the trace pins alice's connection: bob gets the other one
     assert_same(
         s,
         [
@@ -1048,14 +1008,6 @@ def test_c36_found_rows_of_a_new_session_is_zero_even_on_a_reset_connection(shar
         close(b)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="C36: before a larger statement reading FOUND_ROWS() the proxy restores nothing "
-    "when the session's own previous statement ran on the connection "
-    "(ServerConn.values_owner), but a statement that is not a SELECT (SET, DO, INSERT, "
-    "UPDATE...) leaves FOUND_ROWS() as the previous session on that connection set it: "
-    "bob's `SELECT FOUND_ROWS() + 0` reads alice's row count (3 instead of 0)",
-)
 @pooled
 @pytest.mark.parametrize("between", ["SET @x = 1", "DO 1", "UPDATE {t} SET v = v WHERE id = 1"])
 def test_c36_found_rows_in_a_larger_statement_is_never_another_sessions(
@@ -1074,16 +1026,6 @@ def test_c36_found_rows_in_a_larger_statement_is_never_another_sessions(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="C38: before a statement reading the diagnostics area that the proxy cannot "
-    "answer itself (GET DIAGNOSTICS, @@warning_count in a larger SELECT) nothing is "
-    "restored when the session's own previous statement ran on the connection "
-    "(ServerConn.values_owner), but a statement that uses no table and raises nothing "
-    "(SET @x = 1, DO 1, SELECT 1) keeps the previous session's conditions on MariaDB: bob "
-    "reads alice's error, message text included (\"Duplicate entry "
-    "'alice.secret@example.com' for key 'email'\")",
-)
 @pooled
 @pytest.mark.parametrize("between", ["SET @x = 1", "DO 1", "SELECT 1"])
 def test_c38_diagnostics_read_by_a_statement_are_never_another_sessions(

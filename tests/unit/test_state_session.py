@@ -3,7 +3,7 @@ sans-IO: when a connection is held, given back as it is, reset, and what travels
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tainted_proxy.state.learn import Reports, ResponseSummary, learn, reported_changes
 from tainted_proxy.state.session import SessionState
@@ -29,6 +29,7 @@ class Conn:
     values_owner: tuple[int, int] | None = None
     insert_id: int | None = 0
     diagnostics_clean: bool = True
+    foreign: set = field(default_factory=set)
 
 
 def run(s: SessionState, conn: Conn, sql: str, reports: Reports | None = None, **resp) -> None:

@@ -4,7 +4,7 @@ the connection goes, what the proxy answers, and what it restores or refuses."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -192,6 +192,7 @@ class Conn:
     values_owner: tuple[int, int] | None = None
     insert_id: int | None = 0
     diagnostics_clean: bool = True
+    foreign: set = field(default_factory=set)
 
 
 def test_a_connection_holds_the_values_of_the_statement_that_ran_on_it_last():
@@ -214,3 +215,17 @@ def test_an_ambiguous_insert_id_leaves_the_connections_value_unknown():
         s, conn, None, b"INSERT INTO t VALUES (1)", ResponseSummary(insert_id=4, insert_ids=1)
     )
     assert conn.insert_id is None and ROW_COUNT not in s.values.pending
+
+
+def test_restore_never_overwrites_a_value_pending_on_the_held_connection():
+    # the held connection ran the INSERT: its LAST_INSERT_ID() is the session's, unread
+    v = Values(insert_id=2, pending={INSERT_ID})
+    assert v.restore_plan(frozenset((Effect.LAST_INSERT_ID,)), None, True, 1, True, False) == []
+    v = Values(row_count=-1, pending={ROW_COUNT})
+    assert v.restore_plan(frozenset((Effect.ROW_COUNT,)), 0, True, 1, True, False) == []
+
+
+def test_restore_refuses_values_lost_with_their_connection():
+    v = Values(insert_id=2, lost={INSERT_ID})
+    got = v.restore_plan(frozenset((Effect.LAST_INSERT_ID,)), 0, True, 1, True, False)
+    assert isinstance(got, str) and "lost" in got
