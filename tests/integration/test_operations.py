@@ -4,7 +4,6 @@ SIGHUP), the upstream down at start, `check` and `--version`. The proxy runs as 
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
