@@ -471,6 +471,9 @@ max_connections = {self.max_connections}
 default_mode = "session"
 checkout_timeout = 30.0
 
+[admin]
+listen = ""
+
 [users.{USER}]
 password = "{PASSWORD}"
 pool_mode = "{self.pool_mode}"

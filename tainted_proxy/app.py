@@ -18,7 +18,13 @@ import trio
 
 from tainted_proxy.accounting import Accounting, ProxyStats
 from tainted_proxy.backend.catalog import Catalog
-from tainted_proxy.backend.server import ServerConn, UpstreamError, UpstreamTarget, connect
+from tainted_proxy.backend.server import (
+    ServerConn,
+    UpstreamError,
+    UpstreamMisconfigured,
+    UpstreamTarget,
+    connect,
+)
 from tainted_proxy.config import Config, ConfigError, load_config
 from tainted_proxy.frontend import watchdog
 from tainted_proxy.frontend.client import Client, holds_work
@@ -34,6 +40,7 @@ log = logging.getLogger("tainted_proxy")
 
 DEFAULT_SERVER_VERSION = "5.5.5-10.11.0-MariaDB-tainted-proxy"
 HISTORY_INTERVAL = 5.0  # seconds between samples of the multiplexing ratio
+_LOGIN_REFUSED = frozenset((1044, 1045, 1698, 1251, 1275))
 _START_ERRORS = (UpstreamError, OSError, ConnectionClosed, ProtocolError, trio.TooSlowError)
 
 
@@ -258,7 +265,11 @@ class Proxy:
         try:
             await self.probe_upstream()
         except _START_ERRORS as exc:
-            if self.config.upstream.fail_fast:
+            err = exc.err if isinstance(exc, UpstreamError) else None
+            refused = err is not None and err.code in _LOGIN_REFUSED
+            if self.config.upstream.fail_fast or refused or isinstance(exc, UpstreamMisconfigured):
+                # the upstream answered and said no (TLS, the proxy's login): a retry
+                # cannot help, the configuration must change
                 raise
             log.warning(
                 "event=upstream_unavailable_at_start upstream=%s error=%r; serving anyway, "

@@ -81,6 +81,11 @@ class UpstreamError(Exception):
         self.err = err
 
 
+class UpstreamMisconfigured(UpstreamError):
+    """The upstream answered, and the configuration cannot work with it (TLS required by
+    the proxy and not offered, the proxy's login refused): retrying will not help."""
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamTarget:
     """Where and how to connect (resolved from the configuration)."""
@@ -159,6 +164,7 @@ class ServerConn:
         "pseudo_thread_id",
         "sql_statements",
         "foreign",
+        "user_vars_of",
     )
 
     def __init__(self, conn: Conn | TlsConn, capabilities: int, user: str) -> None:
@@ -210,6 +216,9 @@ class ServerConn:
         # diagnostics) still as a session before the current holder left them
         # (state.values names; cleared one by one as the holder's statements set them)
         self.foreign: set[str] = set()
+        # the session whose user variables were set here: only a reset removes a user
+        # variable (SET @v = NULL leaves it, typed, in information_schema.USER_VARIABLES)
+        self.user_vars_of: int | None = None
         # the session whose per-statement values this idle connection still holds
         # unread: whoever takes the connection next reads them for it first
         self.pending_for: PendingValues | None = None
@@ -366,6 +375,7 @@ class ServerConn:
         self.diagnostics_clean = True
         # (COM_RESET_CONNECTION keeps FOUND_ROWS(), measured on MariaDB 10.11)
         self.foreign = {FOUND_ROWS}
+        self.user_vars_of = None
         self.pseudo_thread_id = None
         self.sql_statements.clear()
         forget = getattr(self.statements, "forget_all", None)
@@ -636,7 +646,9 @@ async def _connect(
             server.conn = conn
             tls = True
         elif ctx is not None and target.tls != "preferred":
-            raise UpstreamError("upstream does not support TLS but upstream.tls requires it")
+            raise UpstreamMisconfigured(
+                "upstream does not support TLS but upstream.tls requires it"
+            )
         server.capabilities = caps
         server.tracker = ResponseTracker(bool(caps & CLIENT_DEPRECATE_EOF))
         plugin = hs.auth_plugin or "mysql_native_password"

@@ -160,6 +160,17 @@ async def checkout_or_error(
         # this session's own are being read by whoever took its connection
         await cl.values_ready.wait()
     stats = svc.accounting.stats
+    if up.user_vars_of is not None and up.user_vars_of != cl.id:
+        # another session's user variables are still there, NULL or not: start clean
+        try:
+            with trio.fail_after(OWN_EXCHANGE_TIMEOUT):
+                await up.reset(up.schema)
+        except _UPSTREAM_ERRORS as exc:
+            pool.discard(up)
+            return upstream_unavailable(exc)
+        stats.released_reset += 1
+    if any(name[:1] == "@" for name, _ in state.settings):
+        up.user_vars_of = cl.id
     if up.carries(state.settings, state.schema):
         stats.checkout_same_settings += 1
         cl.up = up  # the exact sub-pool hit: no round trip (and no timer to arm)

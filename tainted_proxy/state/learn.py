@@ -184,6 +184,7 @@ def learn(
     if carried:
         # literal user variables travel with the session like settings do
         conn.settings = with_user_vars(conn.settings, carried)
+        conn.user_vars_of = session.id
     pins.after_statement(
         c,
         failed=failed,

@@ -42,6 +42,7 @@ class ConnState(Protocol):
     insert_id: int | None
     diagnostics_clean: bool
     foreign: set[str]
+    user_vars_of: int | None
 
 
 @dataclass(slots=True, eq=False)

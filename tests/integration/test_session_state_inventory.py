@@ -1156,13 +1156,6 @@ def test_c41_user_variables_of_every_type_keep_their_type_value_and_collation(
     assert_same(s, script, typed=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="C41: a carried user variable cleared with SET @v = NULL (by the session, or by "
-    "the converge when its connection moves to another session) stays on the upstream "
-    "connection as a NULL of its last type: a session that never set @z reads "
-    "CHARSET(@z) = 'utf8mb4' where a fresh connection reads 'binary'",
-)
 @pooled
 def test_c41_a_variable_another_session_cleared_reads_as_never_set(shared, mode):
     s = shared(mode)
@@ -1179,12 +1172,6 @@ def test_c41_a_variable_another_session_cleared_reads_as_never_set(shared, mode)
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="C41: information_schema.USER_VARIABLES on a shared upstream connection lists "
-    "every user variable any session ever set there (the converge only assigns NULL): "
-    "bob reads the name @alice_secret_name that alice set",
-)
 @pooled
 def test_c41_user_variables_table_lists_only_the_sessions_own(shared, mode):
     s = shared(mode)

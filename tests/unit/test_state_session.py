@@ -30,6 +30,7 @@ class Conn:
     insert_id: int | None = 0
     diagnostics_clean: bool = True
     foreign: set = field(default_factory=set)
+    user_vars_of: int | None = None
 
 
 def run(s: SessionState, conn: Conn, sql: str, reports: Reports | None = None, **resp) -> None:

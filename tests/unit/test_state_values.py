@@ -193,6 +193,7 @@ class Conn:
     insert_id: int | None = 0
     diagnostics_clean: bool = True
     foreign: set = field(default_factory=set)
+    user_vars_of: int | None = None
 
 
 def test_a_connection_holds_the_values_of_the_statement_that_ran_on_it_last():
