@@ -149,7 +149,6 @@ async def checkout_or_error(
     up = await acquire_or_error(cl, cl.key, (state.settings, state.schema), cl.last_up)
     if isinstance(up, ErrPacket):
         return up
-    state.took(up)
     owner = up.pending_for
     if owner is not None:
         up.pending_for = None
@@ -169,6 +168,8 @@ async def checkout_or_error(
             pool.discard(up)
             return upstream_unavailable(exc)
         stats.released_reset += 1
+    # (after any reset: it changes what the connection holds of the last statement)
+    state.took(up)
     if any(name[:1] == "@" for name, _ in state.settings):
         up.user_vars_of = cl.id
     if up.carries(state.settings, state.schema):

@@ -246,7 +246,7 @@ def learn_values(
             foreign.discard(statevalues.INSERT_ID)
         if response.resultset or statevalues.FOUND_ROWS in values.pending:
             foreign.discard(statevalues.FOUND_ROWS)
-        if (
+        if statevalues.CONDITIONS in foreign and (
             response.error
             or response.warnings
             or statevalues.diagnostics_clean_after(False, c, sql, False, 0)

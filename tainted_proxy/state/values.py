@@ -146,7 +146,7 @@ class Values:
         routine = Effect.ROUTINE in effects or Effect.UNKNOWN in effects
         batch = o.statements > 1
         pending = self.pending
-        before = set(pending)
+        before = set(pending) if self.lost else pending
         # diagnostics
         if o.error is not None:
             self.conditions = (o.error,)
@@ -155,13 +155,18 @@ class Values:
         elif o.warnings:
             self.warning_count = o.warnings
             pending.add(CONDITIONS)
-        elif routine or batch or _USES_TABLE.search(sql) is not None:
-            # (a routine or a batch: the area holds what its last statement left)
+        elif routine or batch:
+            # the area holds what its last statement left: read it back
+            self.conditions = ()
+            self.warning_count = self.error_count = 0
+            pending.add(CONDITIONS)
+        elif (
+            self.conditions or self.warning_count or self.error_count or CONDITIONS in pending
+        ) and _USES_TABLE.search(sql) is not None:
+            # (nothing to clear is the common case: no regex then)
             self.conditions = ()
             self.warning_count = self.error_count = 0
             pending.discard(CONDITIONS)
-            if routine or batch:
-                pending.add(CONDITIONS)
         # ROW_COUNT(): the last result's
         if routine:
             pending.add(ROW_COUNT)
