@@ -57,16 +57,9 @@ def _caps_by_upstream_user(config: Config) -> dict[str, int]:
 
 async def check_upstream_login(proxy: Proxy, user: str) -> str | None:
     """Try ``user``'s upstream login once: None when it works, else what went wrong."""
-    login, password = proxy.upstream_credentials(user)
     try:
         with trio.fail_after(proxy.config.upstream.connect_timeout + 5):
-            conn = await connect(
-                proxy.target,
-                user=login,
-                password=password,
-                capabilities=PROXY_CAPABILITIES & ~SEMANTIC_CAPABILITIES,
-                charset=DEFAULT_CHARSET_ID,
-            )
+            conn = await proxy.own_connection(user)
     except _START_ERRORS as exc:
         return str(exc) or type(exc).__name__
     conn.close()
@@ -166,6 +159,19 @@ class Proxy:
         return None
 
     # -- upstream ------------------------------------------------------------------------
+    async def own_connection(self, user: str) -> ServerConn:
+        """A connection of the proxy's own (outside the pool) with ``user``'s upstream
+        login: the start-up probe, ``check --upstream``, KILL QUERY at shutdown and for
+        vanished clients. The caller closes it."""
+        login, password = self.upstream_credentials(user)
+        return await connect(
+            self.target,
+            user=login,
+            password=password,
+            capabilities=PROXY_CAPABILITIES & ~SEMANTIC_CAPABILITIES,
+            charset=DEFAULT_CHARSET_ID,
+        )
+
     async def _open_upstream(self, key: PoolKey) -> ServerConn:
         return await connect(
             self.target,
@@ -186,15 +192,7 @@ class Proxy:
     async def probe_upstream(self) -> None:
         """Log in once: check the credentials, learn version, collations and the settings
         baseline (backend.catalog)."""
-        first = next(iter(self.config.users))
-        user, password = self.upstream_credentials(first)
-        conn = await connect(
-            self.target,
-            user=user,
-            password=password,
-            capabilities=PROXY_CAPABILITIES & ~SEMANTIC_CAPABILITIES,
-            charset=DEFAULT_CHARSET_ID,
-        )
+        conn = await self.own_connection(next(iter(self.config.users)))
         try:
             await self.catalog.read(conn)
             if self.config.proxy.server_version:
@@ -337,18 +335,10 @@ class Proxy:
 
     async def _kill_queries(self, thread_ids: list[int]) -> int:
         """Statements still running at the deadline are killed upstream, not left there."""
-        first = next(iter(self.config.users))
-        user, password = self.upstream_credentials(first)
         killed = 0
         try:
             with trio.move_on_after(self.config.upstream.connect_timeout + 2):
-                conn = await connect(
-                    self.target,
-                    user=user,
-                    password=password,
-                    capabilities=PROXY_CAPABILITIES & ~SEMANTIC_CAPABILITIES,
-                    charset=DEFAULT_CHARSET_ID,
-                )
+                conn = await self.own_connection(next(iter(self.config.users)))
                 try:
                     for tid in thread_ids:
                         try:

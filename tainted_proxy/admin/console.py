@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from tainted_proxy.admin import snapshot
 
 if TYPE_CHECKING:
-    from tainted_proxy.app import Proxy
+    from tainted_proxy.frontend.client import Services as Proxy
 
 CONSOLE_DATABASE = "tainted_proxy"
 VERSION_COMMENT = "tainted-proxy admin console"

@@ -45,7 +45,7 @@ from tainted_proxy.admin import metrics, snapshot
 from tainted_proxy.config import is_loopback_host, parse_listen
 
 if TYPE_CHECKING:
-    from tainted_proxy.app import Proxy
+    from tainted_proxy.frontend.client import Services as Proxy
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "tainted_proxy_admin"

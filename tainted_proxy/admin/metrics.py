@@ -24,7 +24,7 @@ from tainted_proxy import accounting
 from tainted_proxy.admin import snapshot
 
 if TYPE_CHECKING:
-    from tainted_proxy.app import Proxy
+    from tainted_proxy.frontend.client import Services as Proxy
 
 PREFIX = "tainted_proxy_"
 #: ledger kinds that are events (refusals, unexplained changes), not pins

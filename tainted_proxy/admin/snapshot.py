@@ -26,9 +26,9 @@ from tainted_proxy.admin.hints import hint
 from tainted_proxy.taint.fingerprint import fingerprint
 
 if TYPE_CHECKING:
-    from tainted_proxy.app import Proxy
     from tainted_proxy.backend.server import ServerConn
     from tainted_proxy.frontend.client import Client
+    from tainted_proxy.frontend.client import Services as Proxy
 
 TOP = 50
 

@@ -4,12 +4,12 @@ Keyed by a pin reason (the strings of `taint.effects.PIN_REASONS`, `state.pins`)
 an effect name (`taint.effects.Effect`: ``settings``, ``autocommit``, ``tx_begin``,
 ``xa``), so that any report of the same findings (``tainted-proxy analyze`` now, the
 live proxy's report later) words them the same way. The advice after the colon for a pin
-reason is `tainted_proxy.classify.hint`'s. Pure.
+reason is `tainted_proxy.state.advice`'s (shared with the live report). Pure.
 """
 
 from __future__ import annotations
 
-from tainted_proxy.classify import hint as pin_advice
+from tainted_proxy.state.advice import advice as pin_advice
 from tainted_proxy.taint.effects import Effect
 
 #: The settings entry for the variables ``SET NAMES`` assigns (character_set_client,

@@ -17,11 +17,9 @@ import time
 
 import trio
 
-from tainted_proxy.backend.server import UpstreamError, connect
+from tainted_proxy.backend.server import UpstreamError
 from tainted_proxy.frontend.client import Client, Services
-from tainted_proxy.frontend.handshake import PROXY_CAPABILITIES, SEMANTIC_CAPABILITIES
 from tainted_proxy.net import ConnectionClosed
-from tainted_proxy.wire.constants import DEFAULT_CHARSET_ID
 from tainted_proxy.wire.errors import ProtocolError
 from tainted_proxy.wire.packets import com_query
 
@@ -46,16 +44,9 @@ def client_gone(cl: Client) -> bool:
 
 async def kill_query(services: Services, cl: Client, thread_id: int) -> bool:
     """KILL QUERY ``thread_id`` on a fresh connection of ``cl``'s upstream login."""
-    login, password = services.upstream_credentials(cl.user)
     try:
         with trio.fail_after(services.config.upstream.connect_timeout + 5):
-            conn = await connect(
-                services.target,
-                user=login,
-                password=password,
-                capabilities=PROXY_CAPABILITIES & ~SEMANTIC_CAPABILITIES,
-                charset=DEFAULT_CHARSET_ID,
-            )
+            conn = await services.own_connection(cl.user)
             try:
                 await conn.command_ok(com_query(b"KILL QUERY %d" % thread_id))
             finally:
