@@ -17,6 +17,7 @@ from functools import partial
 import trio
 
 from tainted_proxy.accounting import Accounting, ProxyStats
+from tainted_proxy.admission import FailedLogins
 from tainted_proxy.backend.catalog import Catalog
 from tainted_proxy.backend.server import (
     ServerConn,
@@ -102,6 +103,9 @@ class Proxy:
         self.thread_id_settable: dict[str, bool] = {}
         self.unpinned = trio.Event()
         self.upstream_ready = trio.Event()
+        self.failed_logins = FailedLogins(
+            config.proxy.max_login_failures, config.proxy.login_failure_window
+        )
         self.draining = False
         self._immediate = False
         self._shutdown_started = 0.0

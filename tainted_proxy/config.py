@@ -188,6 +188,10 @@ class ProxySection(BaseModel):
     #: graceful shutdown (SIGTERM, SIGINT): how long open transactions and pinned sessions
     #: may go on before everything is closed
     shutdown_timeout: SecondsOrZero = 30.0
+    #: failed logins from one client address within login_failure_window before its
+    #: next logins are refused (ERR 1129) until the window passes; 0 = never
+    max_login_failures: int = Field(10, ge=0)
+    login_failure_window: Seconds = 60.0
 
     @field_validator("listen")
     @classmethod

@@ -26,6 +26,7 @@ from tainted_proxy.wire.constants import SERVER_STATUS_IN_TRANS
 
 if TYPE_CHECKING:
     from tainted_proxy.accounting import Accounting, PinTicket
+    from tainted_proxy.admission import FailedLogins
     from tainted_proxy.backend.catalog import Catalog
     from tainted_proxy.backend.server import ServerConn, UpstreamTarget
     from tainted_proxy.config import Config
@@ -64,6 +65,7 @@ class Services(Protocol):
     upstream_ready: trio.Event
     #: shutting down: idle sessions are told at their next statement
     draining: bool
+    failed_logins: FailedLogins
 
     def password_stage2(self, user: str) -> bytes | None: ...
     async def own_connection(self, user: str) -> ServerConn: ...

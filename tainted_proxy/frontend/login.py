@@ -9,6 +9,7 @@ a proper ERR (frontend.checkout.upstream_unavailable). A login asking for the da
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import trio
@@ -50,6 +51,16 @@ async def login(cl: Client) -> bool:
     # HandshakeResponse41 is a few KiB; clients cap connection attributes at 64 KiB):
     # otherwise a bare 4-byte header from anyone reserves up to 16 MiB per connection.
     max_packet, io.max_packet = io.max_packet, min(io.max_packet, _MAX_LOGIN_PACKET)
+    if svc.failed_logins.blocked(io.peer_host, time.monotonic()):
+        svc.accounting.stats.errors["login blocked"] += 1
+        await cl.try_error(
+            0,
+            1129,
+            "HY000",
+            f"Host '{io.peer_host}' is blocked because of many failed logins "
+            "(tainted-proxy: proxy.max_login_failures); try again later",
+        )
+        return False
     try:
         with trio.fail_after(svc.config.proxy.auth_timeout):
             got = await client_handshake(
@@ -62,6 +73,7 @@ async def login(cl: Client) -> bool:
             )
     except AuthFailed as exc:
         svc.accounting.stats.auth_failures += 1
+        svc.failed_logins.failed(io.peer_host, time.monotonic())
         log.info(
             "event=login_failed client=%s address=%s code=%s reason=%r",
             cl.id,

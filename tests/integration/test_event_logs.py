@@ -38,3 +38,14 @@ def test_statement_mode_refusal_and_checkout_timeout_are_logged(pooling_proxy, c
         connect(p, autocommit=True)  # its login needs a connection: none comes
     assert events(caplog, "checkout_timeout")
     a.close()
+
+
+def test_failed_logins_from_one_address_are_rate_limited(proxy_factory):
+    p = proxy_factory(proxy={"max_login_failures": 3, "login_failure_window": 30})
+    for _ in range(3):
+        with pytest.raises(pymysql.err.OperationalError) as e:
+            pymysql.connect(host="127.0.0.1", port=p.port, user="app", password="wrong")
+        assert e.value.args[0] == 1045
+    with pytest.raises(pymysql.err.OperationalError) as e:  # even with the right password
+        pymysql.connect(host="127.0.0.1", port=p.port, user="app", password="app-secret")
+    assert e.value.args[0] == 1129
