@@ -46,9 +46,12 @@ class ProxyStats:
     refused_in_statement_mode: int = 0
     values_restored: int = 0  # connections given a session's values before a statement
     values_refused: int = 0  # reads of values that could not be restored (ERR 1235)
-    # settings at checkout, as Vitess counts them: same key / difference applied
+    # settings at checkout, as Vitess counts them (Get / DiffSetting / ResetSetting):
+    # same key, difference applied, reset first (another session's user variables) and
+    # then applied
     checkout_same_settings: int = 0
     checkout_settings_applied: int = 0
+    checkout_reset_applied: int = 0
     # connections given back: as they are / reset first / closed
     released: int = 0
     released_reset: int = 0

@@ -167,11 +167,13 @@ class ProxyCollector(Collector):
         checkouts = _counter(
             "checkouts",
             "Checkouts in pooled modes: the connection already carried the session's "
-            "settings (same_settings) or needed them applied (settings_applied)",
+            "settings (same_settings), needed them applied (settings_applied), or was reset "
+            "first and then applied (reset_applied: another session's user variables)",
             ["kind"],
         )
         checkouts.add_metric(["same_settings"], s.checkout_same_settings)
         checkouts.add_metric(["settings_applied"], s.checkout_settings_applied)
+        checkouts.add_metric(["reset_applied"], s.checkout_reset_applied)
         yield checkouts
 
         pool_checkouts = _counter(

@@ -167,7 +167,7 @@ async def checkout_or_error(
         except _UPSTREAM_ERRORS as exc:
             pool.discard(up)
             return upstream_unavailable(exc)
-        stats.released_reset += 1
+        stats.checkout_reset_applied += 1
     # (after any reset: it changes what the connection holds of the last statement)
     state.took(up)
     if any(name[:1] == "@" for name, _ in state.settings):
