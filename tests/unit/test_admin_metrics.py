@@ -143,6 +143,7 @@ def test_checkouts_releases_errors_and_waits():
     assert samples(fams["tainted_proxy_checkouts"], "tainted_proxy_checkouts_total") == {
         (("kind", "same_settings"),): 40,
         (("kind", "settings_applied"),): 2,
+        (("kind", "reset_applied"),): 0,
     }
     assert samples(fams["tainted_proxy_releases"], "tainted_proxy_releases_total") == {
         (("kind", "as_is"),): 30,
