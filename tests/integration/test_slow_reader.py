@@ -40,7 +40,7 @@ def test_a_slow_reader_of_a_big_result_does_not_grow_the_proxys_memory(pooling_p
     peak = before
     rows = 0
     t0 = time.monotonic()
-    for row in cur:
+    for _row in cur:
         rows += 1
         if rows % 500 == 0:
             time.sleep(0.01)
