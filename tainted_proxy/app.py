@@ -97,7 +97,7 @@ class Proxy:
             max_lifetime=config.pool.max_lifetime,
         )
         self.catalog = Catalog(server_version=config.proxy.server_version or DEFAULT_SERVER_VERSION)
-        self.accounting = Accounting()
+        self.accounting = Accounting(config.admin.ledger_entries_per_user)
         self.sessions: dict[int, Client] = {}
         self.ssl_context = self._client_ssl_context()
         self.thread_id_settable: dict[str, bool] = {}

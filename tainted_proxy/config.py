@@ -316,6 +316,9 @@ class AdminConfig(BaseModel):
     # proxy user names (``[users.<name>]``) allowed in the SQL console (database
     # ``tainted_proxy`` on the proxy's own port)
     users: list[str] = []
+    #: taint-ledger entries kept per user (statement fingerprint x reason x program x
+    #: mode); past it, new ones are counted in the user's "(other statements)" entry
+    ledger_entries_per_user: int = Field(200, ge=1)
 
     @field_validator("listen")
     @classmethod
