@@ -57,3 +57,52 @@ def test_live_fuzz_keeps_proxy_and_bystanders_alive(
     assert r["outcomes"].get("error", 0) > 0
     assert r["outcomes"].get("disconnect", 0) > 0
     assert r["passed"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by the fuzzer: a COM_QUERY with an out-of-sequence id (5 instead of 0) is "
+    "forwarded to MariaDB, which answers ERR 1156 'Got packets out of order' and drops the "
+    "upstream connection; nothing is logged about the client's bad input, and when that "
+    "client sends its next statement the proxy logs 'event=session_lost' (a warning that "
+    "reads as a lost database) and disconnects it",
+)
+def test_out_of_sequence_command_is_logged_as_the_clients_bad_input(fuzz_live, mariadb) -> None:
+    import logging
+
+    from tainted_proxy.testing.proxy import ProxyThread
+
+    fuzz_live.setup_server(mariadb)
+    watch = fuzz_live.LogWatch()
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(f"{record.levelname} {record.name} {record.getMessage()}")
+
+    keep = Keep()
+    logger = logging.getLogger("tainted_proxy")
+    old = logger.level
+    logger.addHandler(watch)
+    logger.addHandler(keep)
+    logger.setLevel(logging.INFO)
+    p = ProxyThread(fuzz_live.proxy_config(mariadb)).start()
+    try:
+        w = fuzz_live.Worker(p.port, 1, 5.0)
+        s = w.login()
+        # the reproducing input: an unclassified statement, sequence id 5
+        s.sendall(fuzz_live.packet(b"\x03SELEC 1", 5))
+        _seq, answer = fuzz_live.read_packet(s)
+        assert answer[:1] == b"\xff"
+        # the same client goes on: its next statement meets the dropped upstream connection
+        s.sendall(fuzz_live.packet(b"\x03SELECT 1", 0))
+        w.first_answer(s)
+        s.close()
+        assert fuzz_live.final_check(p.port) is None
+    finally:
+        p.stop()
+        logger.removeHandler(watch)
+        logger.removeHandler(keep)
+        logger.setLevel(old)
+    assert not [r for r in records if "session_lost" in r], records
+    assert [r for r in records if "sequence" in r.lower()], records

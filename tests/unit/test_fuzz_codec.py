@@ -4,13 +4,15 @@ Property: on any input, a decoder either returns or raises the error its module 
 ``wire.errors.ProtocolError`` for bytes that do not parse (``ValueError`` only from encoders
 and from ``execute_for_upstream``'s caller-supplied type block); the classifier never raises.
 
-Every test is bounded (``max_examples``) and deterministic (``derandomize=True``), and
-reports how many examples it ran: printed (``pytest -s``) and as the junit property
-``fuzz_examples``; ``test_zz_fuzz_totals`` prints the total of the module.
+Every test is bounded (``max_examples``: ``FUZZ_EXAMPLES`` in the environment, default 400)
+and deterministic (``derandomize=True``), and reports how many examples it ran: printed
+(``pytest -s``) and as the junit property ``fuzz_examples``; ``test_zz_fuzz_totals`` prints
+the total of the module.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tainted_proxy.state import statements as stm
-from tainted_proxy.taint.classifier import analyse, classify
+from tainted_proxy.taint.classifier import analyse, classify, classify_flags
 from tainted_proxy.wire import packets as pk
 from tainted_proxy.wire import response as rsp
 from tainted_proxy.wire.buffer import PacketBuffer, join_payload
@@ -56,7 +58,8 @@ from tainted_proxy.wire.constants import (
 )
 from tainted_proxy.wire.errors import ProtocolError
 
-EXAMPLES = 400  # per property; each test states how many ran
+# per property; each test states how many ran. FUZZ_EXAMPLES=20000 for a longer local hunt
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     derandomize=True,
@@ -624,6 +627,10 @@ def test_classifier_never_raises(
         examples()
         classify(sql, ansi_quotes=ansi_quotes, no_backslash_escapes=no_backslash_escapes)
         analyse(sql, flags)
+        if isinstance(sql, bytes):
+            # the proxy's hot path gets views of its receive buffer
+            classify_flags(bytearray(sql), flags)
+            classify_flags(memoryview(sql), flags)
 
     prop()
 
