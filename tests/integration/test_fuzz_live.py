@@ -106,3 +106,28 @@ def test_out_of_sequence_command_is_logged_as_the_clients_bad_input(fuzz_live, m
         logger.setLevel(old)
     assert not [r for r in records if "session_lost" in r], records
     assert [r for r in records if "sequence" in r.lower()], records
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by the fuzzer: a HandshakeResponse41 with a wrong sequence id (3 instead "
+    "of 1) is accepted and the login succeeds, where issue 10 wants an out-of-sequence "
+    "packet to get an error or a disconnect (MariaDB answers ERR 1156 'Got packets out of "
+    "order')",
+)
+def test_out_of_sequence_handshake_response_is_refused(fuzz_live, mariadb) -> None:
+    from tainted_proxy.testing.proxy import ProxyThread
+
+    fuzz_live.setup_server(mariadb)
+    p = ProxyThread(fuzz_live.proxy_config(mariadb)).start()
+    try:
+        w = fuzz_live.Worker(p.port, 1, 5.0)
+        s, greeting = w.connect()
+        # the reproducing input: a valid login packet, sequence id 3
+        s.sendall(fuzz_live.packet(w.handshake_response(greeting), 3))
+        outcome = w.first_answer(s)
+        s.close()
+        assert fuzz_live.final_check(p.port) is None
+    finally:
+        p.stop()
+    assert outcome in ("error", "disconnect"), outcome
