@@ -131,6 +131,18 @@ def access_denied(user: str, host: str, with_password: bool) -> AuthFailed:
     )
 
 
+def _expect_seq(got: int, want: int, what: str) -> None:
+    """A packet out of sequence is refused as the server refuses it ("Got packets out of
+    order"): the client gets ERR 1043 and is disconnected."""
+    if got != want:
+        raise AuthFailed(
+            ER_HANDSHAKE_ERROR,
+            "08S01",
+            f"Bad handshake: {what} out of sequence (id {got}, expected {want}): "
+            "Got packets out of order",
+        )
+
+
 async def client_handshake(
     io: ClientIO,
     *,
@@ -159,6 +171,7 @@ async def client_handshake(
     )
     await io.send_payload(greeting.encode(), 0)
     seq, payload = await io.read_payload()
+    _expect_seq(seq, 1, "handshake response")
     tls = False
     if is_ssl_request(payload):
         if ssl_context is None:
@@ -174,6 +187,7 @@ async def client_handshake(
         io.conn = await io.conn.start_tls_server(ssl_context, early)
         tls = True
         seq, payload = await io.read_payload()
+        _expect_seq(seq, 2, "handshake response after the TLS request")
     try:
         resp = HandshakeResponse41.decode(payload)
     except ProtocolError as exc:
@@ -193,7 +207,9 @@ async def client_handshake(
     if plugin and plugin != NATIVE:
         # e.g. caching_sha2_password (MySQL 8 clients' default): ask for native instead
         await io.send_payload(AuthSwitchRequest(NATIVE, scramble + b"\x00").encode(), seq)
+        sent = seq
         seq, auth_response = await io.read_payload()
+        _expect_seq(seq, (sent + 1) & 0xFF, "auth switch response")
         seq = (seq + 1) & 0xFF
     stage2 = lookup_stage2(resp.username)  # type: ignore[operator]
     host = io.peer_host

@@ -176,6 +176,14 @@ async def _command_loop(cl: Client) -> None:
         if size < 5:
             raise ProtocolError("empty command packet")
         cmd = data[4]
+        if data[3] != 0:
+            # every command starts a new exchange at sequence id 0: MariaDB answers
+            # "Got packets out of order" and drops the connection; so does the proxy,
+            # before anything reaches the server
+            raise ProtocolError(
+                f"command packet out of sequence (id {data[3]}, expected 0): "
+                "Got packets out of order"
+            )
         cl.queries += 1
         cl.command_started = time.monotonic()
         if cl.services.draining and not holds_work(cl):

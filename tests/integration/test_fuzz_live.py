@@ -59,14 +59,6 @@ def test_live_fuzz_keeps_proxy_and_bystanders_alive(
     assert r["passed"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the fuzzer: a COM_QUERY with an out-of-sequence id (5 instead of 0) is "
-    "forwarded to MariaDB, which answers ERR 1156 'Got packets out of order' and drops the "
-    "upstream connection; nothing is logged about the client's bad input, and when that "
-    "client sends its next statement the proxy logs 'event=session_lost' (a warning that "
-    "reads as a lost database) and disconnects it",
-)
 def test_out_of_sequence_command_is_logged_as_the_clients_bad_input(fuzz_live, mariadb) -> None:
     import logging
 
@@ -108,13 +100,6 @@ def test_out_of_sequence_command_is_logged_as_the_clients_bad_input(fuzz_live, m
     assert [r for r in records if "sequence" in r.lower()], records
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the fuzzer: a HandshakeResponse41 with a wrong sequence id (3 instead "
-    "of 1) is accepted and the login succeeds, where issue 10 wants an out-of-sequence "
-    "packet to get an error or a disconnect (MariaDB answers ERR 1156 'Got packets out of "
-    "order')",
-)
 def test_out_of_sequence_handshake_response_is_refused(fuzz_live, mariadb) -> None:
     from tainted_proxy.testing.proxy import ProxyThread
 
