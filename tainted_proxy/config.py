@@ -367,7 +367,8 @@ class UserConfig(BaseModel):
     password: str = Field(repr=False)
     pool_mode: PoolMode | None = None
     upstream_user: str = ""
-    upstream_password: str = Field("", repr=False)
+    #: None: not written (then upstream.password or the user's own); "" is an empty password
+    upstream_password: str | None = Field(None, repr=False)
     max_connections: int = Field(0, ge=0)
     # transaction/statement pooling: upstream connections this user's sessions may hold
     # pinned at once (0: no cap); at the cap a pinning statement waits, then fails
@@ -404,7 +405,7 @@ class UserConfig(BaseModel):
 
     def _upstream(self, upstream: UpstreamSection) -> tuple[str, str | None]:
         user = self.upstream_user or upstream.user or self.name
-        if self.upstream_password or "upstream_password" in self.model_fields_set:
+        if self.upstream_password is not None:
             # (an explicit empty upstream_password is an empty password, not "unset")
             return user, self.upstream_password
         if upstream.user and user == upstream.user:

@@ -56,7 +56,7 @@ reset_on_release = true
 password = "app-secret"
 pool_mode = "session"
 upstream_user = ""
-upstream_password = ""
+# upstream_password (unset: upstream.password or the user's own; "" is an empty password)
 max_connections = 0
 """
 
@@ -507,3 +507,12 @@ def test_an_explicit_empty_upstream_password_is_used_not_ignored():
         '[users.app]\npassword = "client-secret"\nupstream_user = "root"\nupstream_password = ""\n'
     )
     assert cfg.users["app"].upstream_credentials(cfg) == ("root", "")
+
+
+def test_overrides_keep_a_users_own_password_for_the_upstream_login():
+    # `tainted-proxy serve` always applies the command-line overrides (and SIGHUP re-applies
+    # them): re-validating the dump must not turn "unset" into an empty password
+    from tainted_proxy.config import parse_config
+
+    cfg = parse_config('[users.app]\npassword = "own-secret"\n').with_overrides(listen=None)
+    assert cfg.users["app"].upstream_credentials(cfg) == ("app", "own-secret")
