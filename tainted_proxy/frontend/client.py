@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -170,6 +169,3 @@ def holds_work(cl: Client) -> bool:
     if up.status & SERVER_STATUS_IN_TRANS:
         return True
     return cl.state.mode is not None and cl.state.pins.reason() is not None
-
-
-Handler = Callable[[Client, bytes, int], Any]

@@ -68,10 +68,6 @@ class SessionState:
     #: without detail, NEXTVAL's LASTVAL state)
     reset_on_release: bool = False
 
-    @property
-    def pooled(self) -> bool:
-        return self.mode is not None
-
     def start(self, settings: Settings, schema: str | None) -> None:
         """A fresh login or COM_RESET_CONNECTION: no pins, no statements, no values, the
         login's charset (``settings``) and schema, autocommit on."""
