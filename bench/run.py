@@ -60,8 +60,14 @@ PASSWORD = "app-secret"
 DB = "sbtest"
 TABLES = 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-TARGETS = ("direct", "proxy")
-SERVER_MAX_CONNECTIONS = 300
+PROXY_MODES = ("session", "transaction", "statement")
+# byte relays kept beside this script: what a Trio process costs doing nothing but forwarding
+RELAYS = {
+    "naive": ("relays/relay_naive.py",),
+    "lowlevel": ("relays/relay_lowlevel.py", "--wait-first"),
+}
+DEFAULT_TARGETS = "direct,naive,lowlevel,session,transaction"
+SERVER_MAX_CONNECTIONS = 600
 MAX_THREADS = 140
 
 
@@ -183,8 +189,8 @@ class RunResult:
         return self.proxy_user_s + self.proxy_sys_s
 
     def us_per_rt(self, part: str = "total") -> float | None:
-        """Proxy CPU µs per round trip (one point select = one round trip)."""
-        if self.target != "proxy" or not self.queries or self.proxy_cpu_s is None:
+        """Proxy CPU µs per statement (one point select = one round trip)."""
+        if not self.queries or self.proxy_cpu_s is None:
             return None
         cpu = {"total": self.proxy_cpu_s, "user": self.proxy_user_s, "sys": self.proxy_sys_s}[part]
         return (cpu or 0.0) * 1e6 / self.queries
@@ -436,18 +442,116 @@ class PymysqlLoad:
 # --------------------------------------------------------------------------------------------
 
 
-class ProxyProcess:
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, what: str, tail: Any) -> None:
+    """Until a pymysql login through ``port`` works (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} at start-up:\n{tail()}")
+        try:
+            conn = pymysql.connect(
+                host=HOST, port=port, user=USER, password=PASSWORD, database=DB, connect_timeout=2
+            )
+            conn.close()
+            return
+        except (pymysql.err.MySQLError, OSError) as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} not ready within 30 s ({exc}):\n{tail()}") from exc
+            time.sleep(0.05)
+
+
+class Target:
+    """One thing sysbench is pointed at. ``pid`` (when known) is the process whose CPU time
+    is charged to the target: µs per statement."""
+
+    name: str
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is None or self.proc.poll() is None
+
+    def log_tail(self, n: int = 30) -> str:
+        return ""
+
+    def log_problems(self) -> list[str]:
+        return []
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        stop_process(self.proc, first=signal.SIGINT)
+
+    def describe(self) -> str:
+        return f"{self.name} on {HOST}:{self.port}" + (f" (pid {self.pid})" if self.pid else "")
+
+
+class Direct(Target):
+    def __init__(self, port: int) -> None:
+        self.name = "direct"
+        self.port = port
+
+
+class Endpoint(Target):
+    """``--endpoint NAME=HOST:PORT[:PID]``: a proxy the user runs (e.g. ProxySQL)."""
+
+    def __init__(self, spec: str) -> None:
+        name, _, addr = spec.partition("=")
+        parts = addr.split(":")
+        if not name or len(parts) not in (2, 3):
+            raise ValueError(f"--endpoint {spec!r}: expected NAME=HOST:PORT[:PID]")
+        self.name = name
+        self.host = parts[0]
+        self.port = int(parts[1])
+        self.ext_pid = int(parts[2]) if len(parts) == 3 else None
+
+    @property
+    def pid(self) -> int | None:
+        return self.ext_pid
+
+
+class RelayProcess(Target):
+    """A byte relay from bench/relays: the floor a Trio process starts from."""
+
+    def __init__(self, name: str, upstream_port: int) -> None:
+        self.name = name
+        self.upstream_port = upstream_port
+
+    def start(self) -> None:
+        script, *flags = RELAYS[self.name]
+        self.port = free_port()
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve().parent / script),
+            "--port",
+            str(self.port),
+            "--upstream-port",
+            str(self.upstream_port),
+            *flags,
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, start_new_session=True, stderr=subprocess.DEVNULL
+        )
+        boost(self.proc.pid)
+        _wait_ready(self.proc, self.port, f"relay {self.name}", lambda: "")
+
+
+class ProxyProcess(Target):
     def __init__(
         self, workdir: Path, upstream_port: int, max_connections: int, pool_mode: str = "session"
     ) -> None:
+        self.name = pool_mode
         self.pool_mode = pool_mode
         self.workdir = workdir
         self.upstream_port = upstream_port
         self.max_connections = max_connections
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.config_path = workdir / "proxy.toml"
-        self.log_path = workdir / "proxy.log"
+        self.config_path = workdir / f"proxy-{pool_mode}.toml"
+        self.log_path = workdir / f"proxy-{pool_mode}.log"
 
     def command(self) -> list[str]:
         exe = Path(sys.executable).parent / "tainted-proxy"
@@ -488,37 +592,13 @@ pool_mode = "{self.pool_mode}"
                 start_new_session=True,  # a Ctrl-C is for us; we stop it by pid
             )
         boost(self.proc.pid)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"proxy exited with code {self.proc.returncode} at start-up:\n{self.log_tail()}"
-                )
-            try:
-                conn = pymysql.connect(
-                    host=HOST,
-                    port=self.port,
-                    user=USER,
-                    password=PASSWORD,
-                    database=DB,
-                    connect_timeout=2,
-                )
-                conn.close()
-                return
-            except (pymysql.err.MySQLError, OSError) as exc:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"proxy not ready within 30 s ({exc}):\n{self.log_tail()}"
-                    ) from exc
-                time.sleep(0.05)
+        _wait_ready(self.proc, self.port, f"proxy ({self.pool_mode})", self.log_tail)
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    def describe(self) -> str:
+        return (
+            f"tainted-proxy, {self.pool_mode} mode, on {HOST}:{self.port} (pid {self.pid}, "
+            f"upstream.max_connections={self.max_connections})"
+        )
 
     def log_tail(self, n: int = 30) -> str:
         try:
@@ -532,10 +612,6 @@ pool_mode = "{self.pool_mode}"
         except OSError:
             return []
         return [ln for ln in lines if not re.search(r" INFO .*listening on ", ln)]
-
-    def stop(self) -> None:
-        # SIGINT is the proxy's graceful shutdown (KeyboardInterrupt inside trio.run)
-        stop_process(self.proc, first=signal.SIGINT)
 
 
 # --------------------------------------------------------------------------------------------
@@ -580,32 +656,32 @@ def environment(srv: MariaDBServer, load: Any) -> dict[str, Any]:
 
 def run_one(
     load: Any,
-    target: str,
-    port: int,
+    target: Target,
     threads: int,
     rnd: int,
     pos: int,
-    proxy: ProxyProcess,
     srv: MariaDBServer,
     seconds: int,
 ) -> RunResult:
-    if not proxy.alive():
-        raise RuntimeError(f"the proxy process died:\n{proxy.log_tail()}")
+    if not target.alive():
+        raise RuntimeError(f"{target.name} died:\n{target.log_tail()}")
     mysqld_pid = srv.pid
-    p0 = cpu_seconds(proxy.pid)
+    pid = target.pid
+    zero = (0.0, 0.0)
+    p0 = cpu_seconds(pid) if pid else zero
     m0 = sum(cpu_seconds(mysqld_pid)) if mysqld_pid else None
     c0, b0 = children_cpu_seconds(), busy_seconds()
     t0 = time.monotonic()
-    res = load.run(port, threads, seconds)
+    res = load.run(target.port, threads, seconds)
     wall = time.monotonic() - t0
     c1, b1 = children_cpu_seconds(), busy_seconds()
-    p1 = cpu_seconds(proxy.pid) if proxy.alive() else p0
+    p1 = cpu_seconds(pid) if pid and target.alive() else p0
     m1 = sum(cpu_seconds(mysqld_pid)) if mysqld_pid and srv.running else None
     other = None
     if m0 is not None and m1 is not None:
         other = (b1[0] - b0[0]) - (c1 - c0) - (m1 - m0) - sum(p1) + sum(p0)
-    run = RunResult(
-        target=target,
+    return RunResult(
+        target=target.name,
         threads=threads,
         round=rnd,
         position=pos,
@@ -618,27 +694,26 @@ def run_one(
         p95_ms=res["p95_ms"],
         errors=res["errors"],
         reconnects=res["reconnects"],
-        proxy_user_s=round(p1[0] - p0[0], 3),
-        proxy_sys_s=round(p1[1] - p0[1], 3),
+        proxy_user_s=round(p1[0] - p0[0], 3) if pid else None,
+        proxy_sys_s=round(p1[1] - p0[1], 3) if pid else None,
         mysqld_cpu_s=None if m0 is None or m1 is None else round(m1 - m0, 3),
         loadgen_cpu_s=round(c1 - c0, 3),
         other_cpu_s=None if other is None else round(max(0.0, other), 3),
         softirq_cpu_s=round(b1[1] - b0[1], 3),
         error=res["error"],
     )
-    return run
 
 
 def fmt_run(r: RunResult) -> str:
     extra = ""
-    if r.target == "proxy" and r.us_per_rt() is not None:
-        extra = f", proxy {r.us_per_rt():.1f} µs/RT"
+    if r.us_per_rt() is not None:
+        extra = f", {r.us_per_rt():.1f} µs/stmt"
     p95 = f", p95 {r.p95_ms} ms" if r.p95_ms is not None else ""
     status = "" if r.ok else "  ** FAILED **"
     errs = f", {r.errors} errors" if r.errors else ""
     cpu = []
-    if r.target == "proxy" and r.proxy_cpu_s is not None:
-        cpu.append(f"proxy {100 * r.proxy_cpu_s / r.seconds:.0f}")
+    if r.proxy_cpu_s is not None:
+        cpu.append(f"{r.target} {100 * r.proxy_cpu_s / r.seconds:.0f}")
     if r.mysqld_cpu_s is not None:
         cpu.append(f"mysqld {100 * r.mysqld_cpu_s / r.seconds:.0f}")
     if r.loadgen_cpu_s is not None:
@@ -646,79 +721,84 @@ def fmt_run(r: RunResult) -> str:
     if r.softirq_cpu_s is not None:
         cpu.append(f"softirq {100 * r.softirq_cpu_s / r.seconds:.0f}")
     if r.other_cpu_s is not None:
-        cpu.append(f"other processes {100 * r.other_cpu_s / r.seconds:.0f}")
+        cpu.append(f"other {100 * r.other_cpu_s / r.seconds:.0f}")
     cpu_s = f"  [CPU %: {', '.join(cpu)}]" if cpu else ""
     return f"{r.tps:>10,.0f} TPS{p95}{errs}{extra}{cpu_s}{status}"
 
 
 def summarize(bench: Bench) -> list[dict[str, Any]]:
+    """One row per (client count, target): ratios to direct taken within each round, and
+    to the naive relay (the floor the issue sets) when it ran."""
     rows = []
     for threads in bench.args.threads:
-        ratios, us, us_user, us_sys, cpu_pct, other = [], [], [], [], [], []
-        tps = {t: [] for t in TARGETS}
-        p95 = {t: [] for t in TARGETS}
-        failed = [r for r in bench.runs if r.threads == threads and not r.ok]
-        for rnd in range(bench.args.rounds):
-            by = {
-                r.target: r for r in bench.runs if r.threads == threads and r.round == rnd and r.ok
-            }
-            for t, r in by.items():
-                tps[t].append(r.tps)
+        for name in bench.args.targets:
+            ratios, vs_naive, tps, p95, us, us_user, us_sys, cpu_pct, other = ([] for _ in range(9))
+            runs = [r for r in bench.runs if r.threads == threads and r.target == name]
+            for rnd in range(bench.args.rounds):
+                by = {
+                    r.target: r
+                    for r in bench.runs
+                    if r.threads == threads and r.round == rnd and r.ok
+                }
+                r = by.get(name)
+                if r is None:
+                    continue
+                tps.append(r.tps)
+                if r.p95_ms is not None:
+                    p95.append(r.p95_ms)
                 if r.other_cpu_s is not None:
                     other.append(100 * r.other_cpu_s / r.seconds)
-                if r.p95_ms is not None:
-                    p95[t].append(r.p95_ms)
-            if "proxy" in by:
-                pr = by["proxy"]
-                if pr.us_per_rt() is not None:
-                    us.append(pr.us_per_rt())
-                    us_user.append(pr.us_per_rt("user"))
-                    us_sys.append(pr.us_per_rt("sys"))
-                    cpu_pct.append(100 * (pr.proxy_cpu_s or 0) / pr.seconds)
+                if r.us_per_rt() is not None:
+                    us.append(r.us_per_rt())
+                    us_user.append(r.us_per_rt("user"))
+                    us_sys.append(r.us_per_rt("sys"))
+                    cpu_pct.append(100 * (r.proxy_cpu_s or 0) / r.seconds)
                 if "direct" in by and by["direct"].tps:
-                    ratios.append(pr.tps / by["direct"].tps)
-        rows.append(
-            {
-                "threads": threads,
-                "ratios": ratios,
-                "direct_tps": tps["direct"],
-                "proxy_tps": tps["proxy"],
-                "direct_p95_ms": p95["direct"],
-                "proxy_p95_ms": p95["proxy"],
-                "proxy_us_per_rt": us,
-                "proxy_us_per_rt_user": us_user,
-                "proxy_us_per_rt_sys": us_sys,
-                "proxy_cpu_pct": cpu_pct,
-                "other_cpu_pct": other,
-                "failed_runs": len(failed),
-                "errors": sum(r.errors for r in bench.runs if r.threads == threads),
-            }
-        )
+                    ratios.append(r.tps / by["direct"].tps)
+                if "naive" in by and by["naive"].tps:
+                    vs_naive.append(r.tps / by["naive"].tps)
+            rows.append(
+                {
+                    "threads": threads,
+                    "target": name,
+                    "tps": tps,
+                    "ratios": ratios,
+                    "vs_naive": vs_naive,
+                    "p95_ms": p95,
+                    "us_per_stmt": us,
+                    "us_per_stmt_user": us_user,
+                    "us_per_stmt_sys": us_sys,
+                    "cpu_pct": cpu_pct,
+                    "other_cpu_pct": other,
+                    "failed_runs": sum(1 for r in runs if not r.ok),
+                    "errors": sum(r.errors for r in runs),
+                }
+            )
     return rows
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     out = [
-        "| threads | direct TPS | proxy TPS | **proxy/direct** | per-round ratios "
-        "| p95 ms direct / proxy | **proxy CPU µs/RT** | user / sys µs | proxy CPU % "
-        "| failed runs / errors | other processes CPU % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| threads | target | TPS | **ratio to direct** | per-round | **ratio to naive relay** "
+        "| p95 ms | **CPU µs/stmt** | user / sys µs | CPU % | failed runs / errors "
+        "| other CPU % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        p95d = statistics.median(r["direct_p95_ms"]) if r["direct_p95_ms"] else None
-        p95p = statistics.median(r["proxy_p95_ms"]) if r["proxy_p95_ms"] else None
-        user = statistics.median(r["proxy_us_per_rt_user"]) if r["proxy_us_per_rt_user"] else 0
-        sys_ = statistics.median(r["proxy_us_per_rt_sys"]) if r["proxy_us_per_rt_sys"] else 0
+        p95 = statistics.median(r["p95_ms"]) if r["p95_ms"] else None
+        user = statistics.median(r["us_per_stmt_user"]) if r["us_per_stmt_user"] else None
+        sys_ = statistics.median(r["us_per_stmt_sys"]) if r["us_per_stmt_sys"] else None
+        split = "–" if user is None or sys_ is None else f"{user:.1f} / {sys_:.1f}"
         out.append(
-            f"| {r['threads']} "
-            f"| {med_range(r['direct_tps'])} "
-            f"| {med_range(r['proxy_tps'])} "
+            f"| {r['threads']} | {r['target']} "
+            f"| {med_range(r['tps'])} "
             f"| **{med_range(r['ratios'], '{:.2f}')}** "
             f"| {', '.join(f'{x:.2f}' for x in r['ratios']) or '–'} "
-            f"| {'–' if p95d is None else f'{p95d:.2f}'} / {'–' if p95p is None else f'{p95p:.2f}'} "
-            f"| **{med_range(r['proxy_us_per_rt'], '{:.1f}')}** "
-            f"| {user:.1f} / {sys_:.1f} "
-            f"| {med_range(r['proxy_cpu_pct'], '{:.0f}')} "
+            f"| **{med_range(r['vs_naive'], '{:.2f}')}** "
+            f"| {'–' if p95 is None else f'{p95:.2f}'} "
+            f"| **{med_range(r['us_per_stmt'], '{:.1f}')}** "
+            f"| {split} "
+            f"| {med_range(r['cpu_pct'], '{:.0f}')} "
             f"| {r['failed_runs']} / {r['errors']} "
             f"| {med_range(r['other_cpu_pct'], '{:.0f}')} |"
         )
@@ -762,13 +842,10 @@ def run_bench(args: argparse.Namespace) -> int:
         # same buffer pool as the reference measurements (the helper's default is 32M)
         extra_args=["--innodb-buffer-pool-size=128M"],
     )
-    proxy = ProxyProcess(
-        workdir,
-        0,
-        args.upstream_max or max_threads + 8,
-        args.pool_mode,
-    )
+    upstream_max = args.upstream_max or max_threads + 8
+    targets: list[Target] = []
     t_start = time.monotonic()
+    problems: list[str] = []
     try:
         with sigterm_as_interrupt():
             try:
@@ -785,15 +862,19 @@ def run_bench(args: argparse.Namespace) -> int:
             rows = srv.execute(f"SELECT COUNT(*) FROM {DB}.sbtest1")
             print(f"prepared {DB}.sbtest1 with {rows[0][0]} rows ({load.name})")
 
-            proxy.upstream_port = srv.port
-            proxy.start()
-            print(
-                f"proxy on {HOST}:{proxy.port} (pid {proxy.pid}, session mode, "
-                f"upstream.max_connections={proxy.max_connections})"
-            )
-            print(f"  {shlex.join(proxy.command())}")
+            for name in args.targets:
+                if name == "direct":
+                    t: Target = Direct(srv.port)
+                elif name in RELAYS:
+                    t = RelayProcess(name, srv.port)
+                elif name in PROXY_MODES:
+                    t = ProxyProcess(workdir, srv.port, upstream_max, name)
+                else:
+                    t = args.endpoints[name]
+                targets.append(t)
+                t.start()
+                print(f"  {t.describe()}")
             env = environment(srv, load)
-            ports = {"direct": srv.port, "proxy": proxy.port}
             print(
                 f"load: {env['load_generator']}, ps-mode={args.ps_mode}, threads={args.threads}, "
                 f"{args.rounds} rounds x {args.seconds} s per target\n"
@@ -801,36 +882,25 @@ def run_bench(args: argparse.Namespace) -> int:
 
             for threads in args.threads:
                 if args.warmup > 0:
-                    for target in TARGETS:
-                        w = load.run(ports[target], threads, args.warmup)
+                    for t in targets:
+                        w = load.run(t.port, threads, args.warmup)
                         if not w["ok"] or w["errors"]:
-                            print(f"threads={threads:<3} warm-up {target}: FAILED or errors")
+                            print(f"threads={threads:<3} warm-up {t.name}: FAILED or errors")
                             for line in w["error"].splitlines():
                                 print(f"    {line}")
                 for rnd in range(args.rounds):
-                    order = TARGETS[rnd % len(TARGETS) :] + TARGETS[: rnd % len(TARGETS)]
-                    for pos, target in enumerate(order):
-                        r = run_one(
-                            load, target, ports[target], threads, rnd, pos, proxy, srv, args.seconds
-                        )
+                    k = rnd % len(targets)
+                    order = targets[k:] + targets[:k]
+                    for pos, t in enumerate(order):
+                        r = run_one(load, t, threads, rnd, pos, srv, args.seconds)
                         bench.runs.append(r)
-                        print(f"threads={threads:<3} round {rnd + 1} {target:<6} {fmt_run(r)}")
+                        print(f"threads={threads:<3} round {rnd + 1} {t.name:<12} {fmt_run(r)}")
                         if r.error:
                             for line in r.error.splitlines():
                                 print(f"    {line}")
                         sys.stdout.flush()
-                    if "direct" in order:
-                        by = {
-                            r.target: r
-                            for r in bench.runs
-                            if r.threads == threads and r.round == rnd and r.ok
-                        }
-                        if len(by) == 2 and by["direct"].tps:
-                            print(
-                                f"threads={threads:<3} round {rnd + 1} ratio  "
-                                f"{by['proxy'].tps / by['direct'].tps:.3f}"
-                            )
-            problems = proxy.log_problems()
+            for t in targets:
+                problems += [f"{t.name}: {line}" for line in t.log_problems()]
     except KeyboardInterrupt:
         print("\ninterrupted: stopping everything", file=sys.stderr)
         return 130
@@ -839,10 +909,11 @@ def run_bench(args: argparse.Namespace) -> int:
         return 1
     finally:
         load.stop()
-        proxy.stop()
+        for t in targets:
+            t.stop()
         srv.close()
         if args.keep_logs:
-            print(f"proxy log kept in {proxy.log_path}", file=sys.stderr)
+            print(f"proxy logs kept in {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -855,7 +926,7 @@ def run_bench(args: argparse.Namespace) -> int:
         ]
     )
     print(
-        f"\n## tainted-proxy vs direct MariaDB: oltp_point_select, ps-mode={args.ps_mode}, "
+        f"\n## oltp_point_select, ps-mode={args.ps_mode}, "
         f"{args.rounds} rounds x {args.seconds} s, interleaved\n"
     )
     print(table)
@@ -893,8 +964,8 @@ def run_bench(args: argparse.Namespace) -> int:
                 "table_size": args.table_size,
                 "tables": TABLES,
                 "load_generator": load.name,
-                "upstream_max_connections": proxy.max_connections,
-                "pool_mode": args.pool_mode,
+                "upstream_max_connections": upstream_max,
+                "targets": args.targets,
                 "nice": args.nice,
             },
             "environment": env,
@@ -941,10 +1012,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--keep-logs", action="store_true", help="keep the proxy log and config")
     p.add_argument(
-        "--pool-mode",
-        choices=["session", "transaction", "statement"],
-        default="session",
-        help="the proxy user's pool_mode (default: session)",
+        "--targets",
+        default=DEFAULT_TARGETS,
+        help="comma-separated, run interleaved in this order (rotating per round): direct, "
+        f"the byte relays {', '.join(RELAYS)}, tainted-proxy in {', '.join(PROXY_MODES)} "
+        f"mode, and --endpoint names (default: {DEFAULT_TARGETS})",
+    )
+    p.add_argument(
+        "--endpoint",
+        action="append",
+        default=[],
+        metavar="NAME=HOST:PORT[:PID]",
+        help="another proxy to measure in the same run (e.g. a ProxySQL you started, its "
+        "user app/app-secret able to reach the database sbtest); with PID, its CPU per "
+        "statement too; add NAME to --targets to place it (default: appended)",
     )
     p.add_argument(
         "--upstream-max",
@@ -969,6 +1050,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         # direct clients + the proxy's pooled upstream connections must fit in MariaDB's
         # max_connections (300): the pool keeps its connections while direct runs
         p.error(f"--threads: each value must be between 1 and {MAX_THREADS}")
+    try:
+        args.endpoints = {e.name: e for e in map(Endpoint, args.endpoint)}
+    except ValueError as exc:
+        p.error(str(exc))
+    args.targets = [x.strip() for x in str(args.targets).split(",") if x.strip()]
+    args.targets += [n for n in args.endpoints if n not in args.targets]
+    known = {"direct", *RELAYS, *PROXY_MODES, *args.endpoints}
+    unknown = [x for x in args.targets if x not in known]
+    if unknown or len(set(args.targets)) != len(args.targets):
+        p.error(f"--targets: unknown or repeated {unknown or args.targets}; known: {sorted(known)}")
     if args.rounds < 1 or args.seconds < 1:
         p.error("--rounds and --seconds must be >= 1")
     return args
