@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from tainted_proxy.state.settings import Settings, distance
 
@@ -22,10 +22,10 @@ MAX_PASSED_OVER = 3
 Want = tuple[Settings, str | None]  # (settings vector, schema)
 
 
-@dataclass(frozen=True, slots=True)
-class PoolKey:
+class PoolKey(NamedTuple):
     """Connections are interchangeable only within one key: same upstream login and the
-    same protocol capabilities (they change how the server formats responses)."""
+    same protocol capabilities (they change how the server formats responses). (A named
+    tuple: hashed and compared in C on every checkout and release.)"""
 
     user: str
     capabilities: int
