@@ -142,6 +142,10 @@ class Proxy:
         u = self.config.user(user)
         return None if u is None else u.password_stage2
 
+    def caching_sha2_stage2(self, user: str) -> bytes | None:
+        u = self.config.user(user)
+        return None if u is None else u.caching_sha2_stage2
+
     def upstream_credentials(self, user: str) -> tuple[str, str]:
         u = self.config.user(user)
         assert u is not None

@@ -18,6 +18,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,10 +33,15 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from tainted_proxy.wire.auth import native_password_hash, native_password_stage2
+from tainted_proxy.wire.auth import (
+    caching_sha2_stage2,
+    native_password_hash,
+    native_password_stage2,
+)
 
 __all__ = [
     "AdminConfig",
+    "ClientAuthPlugin",
     "Config",
     "ConfigError",
     "PoolMode",
@@ -53,6 +59,7 @@ __all__ = [
 
 PoolMode = Literal["session", "transaction", "statement"]
 UpstreamTLS = Literal["disabled", "preferred", "required", "verify_ca", "verify_identity"]
+ClientAuthPlugin = Literal["mysql_native_password", "caching_sha2_password"]
 
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 SecondsOrZero = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -185,6 +192,9 @@ class ProxySection(BaseModel):
     tls_key: str = ""
     tls_required: bool = False
     auth_timeout: Seconds = 10.0
+    #: the plugin the greeting names; either way the proxy verifies both plugins (a
+    #: client answering with the other one is checked, or switched, as in frontend.handshake)
+    default_auth_plugin: ClientAuthPlugin = "mysql_native_password"
     #: graceful shutdown (SIGTERM, SIGINT): how long open transactions and pinned sessions
     #: may go on before everything is closed
     shutdown_timeout: SecondsOrZero = 30.0
@@ -393,7 +403,9 @@ class UserConfig(BaseModel):
         """The plain-text password, or None when only a hash is configured."""
         return None if self.password_is_hash else self.password
 
-    @property
+    # Verifiers are cached (the model is frozen; a reload makes new UserConfig objects) so a
+    # login hashes the client's response, not the configured password, each time.
+    @cached_property
     def password_stage2(self) -> bytes:
         """SHA1(SHA1(password)), the mysql_native_password verifier (20 bytes).
 
@@ -402,6 +414,14 @@ class UserConfig(BaseModel):
         if self.password_is_hash:
             return bytes.fromhex(self.password[1:])
         return native_password_stage2(self.password)
+
+    @cached_property
+    def caching_sha2_stage2(self) -> bytes | None:
+        """SHA256(SHA256(password)), the caching_sha2_password verifier (32 bytes; ``b""``
+        for an empty password), or None when only a native hash is configured: a SHA1-based
+        hash cannot check a SHA-256 scramble, so such users are switched to native."""
+        plain = self.password_plain
+        return None if plain is None else caching_sha2_stage2(plain)
 
     def _upstream(self, upstream: UpstreamSection) -> tuple[str, str | None]:
         user = self.upstream_user or upstream.user or self.name

@@ -6,14 +6,13 @@ from __future__ import annotations
 from tainted_proxy.backend.server import UpstreamError
 from tainted_proxy.frontend import checkout, login, relay
 from tainted_proxy.frontend.client import Client, SessionEnd
-from tainted_proxy.frontend.handshake import ClientLogin, access_denied
+from tainted_proxy.frontend.handshake import NATIVE, AuthFailed, ClientLogin, authenticate
 from tainted_proxy.net import ConnectionClosed
 from tainted_proxy.wire import auth as wauth
 from tainted_proxy.wire import packets
 from tainted_proxy.wire.constants import CLIENT_SESSION_TRACK
 from tainted_proxy.wire.errors import ProtocolError
 from tainted_proxy.wire.packets import (
-    AuthSwitchRequest,
     ChangeUser,
     ok_response,
     strip_session_tracking,
@@ -64,21 +63,21 @@ async def com_change_user(cl: Client, payload: bytes, seq: int) -> None:
             1043, "08S01", "Bad handshake: malformed COM_CHANGE_USER", (seq + 1) & 0xFF
         )
         raise SessionEnd(True) from None
-    seq = (seq + 1) & 0xFF
-    scramble = got.scramble
-    response = cu.auth_response
-    if cu.auth_plugin and cu.auth_plugin != "mysql_native_password":
-        scramble = wauth.make_scramble()
-        await io.send_payload(
-            AuthSwitchRequest("mysql_native_password", scramble + b"\x00").encode(), seq
+    try:
+        # the first response answers the login's scramble; a switch gets a fresh one
+        seq, scramble = await authenticate(
+            io,
+            cl.services,
+            user=cu.username,
+            plugin=cu.auth_plugin or NATIVE,
+            response=cu.auth_response,
+            scramble=got.scramble,
+            switch_scramble=wauth.make_scramble(),
+            seq=(seq + 1) & 0xFF,
         )
-        seq, response = await io.read_payload()
-        seq = (seq + 1) & 0xFF
-    stage2 = cl.services.password_stage2(cu.username)
-    if stage2 is None or not wauth.verify_native_password(stage2, scramble, response):
-        exc = access_denied(cu.username, io.peer_host, bool(response))
-        await cl.try_error(seq, exc.code, exc.sqlstate, exc.message)
-        raise SessionEnd(True)
+    except AuthFailed as exc:
+        await cl.try_error(exc.seq, exc.code, exc.sqlstate, exc.message)
+        raise SessionEnd(True) from None
     checkout.drop_upstream(cl, True)
     new = ClientLogin(
         user=cu.username,

@@ -69,7 +69,8 @@ async def login(cl: Client) -> bool:
                 server_version=svc.catalog.server_version,
                 ssl_context=svc.ssl_context,
                 tls_required=svc.config.proxy.tls_required,
-                lookup_stage2=svc.password_stage2,
+                credentials=svc,
+                greeting_plugin=svc.config.proxy.default_auth_plugin,
             )
     except AuthFailed as exc:
         svc.accounting.stats.auth_failures += 1
@@ -81,7 +82,7 @@ async def login(cl: Client) -> bool:
             exc.code,
             exc.message,
         )
-        await cl.try_error(2, exc.code, exc.sqlstate, exc.message)
+        await cl.try_error(exc.seq, exc.code, exc.sqlstate, exc.message)
         return False
     except trio.TooSlowError:
         await cl.try_error(0, 1043, "08S01", "Bad handshake: timed out")

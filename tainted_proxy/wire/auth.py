@@ -2,7 +2,8 @@
 
 This module owns the cryptographic computations of the auth plugins, for both sides of the
 proxy: the client side (computing responses to an upstream server's scramble) and the server
-side (verifying a client's native-password response against a stored SHA1(SHA1(password))).
+side (verifying a client's response against a stored verifier: SHA1(SHA1(password)) for
+mysql_native_password, SHA256(SHA256(password)) for caching_sha2_password).
 It does no I/O and knows nothing of packet layout.
 
 Empty passwords: MySQL stores an empty password as an empty authentication string, and clients
@@ -96,6 +97,37 @@ def caching_sha2_response(password: str | bytes, scramble: bytes) -> bytes:
     p1 = hashlib.sha256(pw).digest()
     p2 = hashlib.sha256(p1).digest()
     return _xor(p1, hashlib.sha256(p2 + scramble[:SCRAMBLE_LENGTH]).digest())
+
+
+def caching_sha2_stage2(password: str | bytes) -> bytes:
+    """SHA256(SHA256(password)), the caching_sha2_password fast-path verifier (32 bytes);
+    ``b""`` for the empty password. Only a plain-text password yields it: a native ``*HEX``
+    hash is SHA1-based and cannot check a SHA-256 scramble."""
+    pw = _pw(password)
+    if not pw:
+        return b""
+    return hashlib.sha256(hashlib.sha256(pw).digest()).digest()
+
+
+def is_empty_caching_sha2_response(response: bytes) -> bool:
+    """An empty password's caching_sha2_password response: nothing, or the single NUL
+    libmysqlclient sends (MySQL's server plugin takes both as "no password")."""
+    return response in (b"", b"\0")
+
+
+def verify_caching_sha2(stage2: bytes, scramble: bytes, response: bytes) -> bool:
+    """Server-side caching_sha2_password fast-path check of a client ``response``.
+
+    response XOR SHA256(stage2 + scramble) recovers SHA256(pw); its SHA256 must equal
+    ``stage2``. The password itself is never needed, only the verifier. An empty ``stage2``
+    (empty password) accepts only an empty response.
+    """
+    if not stage2:
+        return is_empty_caching_sha2_response(response)
+    if len(stage2) != 32 or len(response) != 32:
+        return False
+    stage1 = _xor(response, hashlib.sha256(stage2 + scramble[:SCRAMBLE_LENGTH]).digest())
+    return hmac.compare_digest(hashlib.sha256(stage1).digest(), stage2)
 
 
 def rsa_encrypt_password(password: str | bytes, scramble: bytes, public_key_pem: bytes) -> bytes:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -260,6 +261,30 @@ def session_state_fixture() -> Callable[[ProxyThread, int], tuple[str | None, bo
 
 
 # -- helpers shared by the pooling test files --------------------------------------------
+
+
+# -- raw protocol, for tests that write packets by hand --------------------------------------
+
+
+def recv_exact(s: socket.socket, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = s.recv(n - len(out))
+        if not chunk:
+            raise ConnectionError(f"EOF after {len(out)} of {n} bytes")
+        out += chunk
+    return out
+
+
+def read_packet(s: socket.socket) -> tuple[int, bytes]:
+    """One packet: (sequence id, payload)."""
+    header = recv_exact(s, 4)
+    length = int.from_bytes(header[:3], "little")
+    return header[3], recv_exact(s, length)
+
+
+def packet(payload: bytes, seq: int) -> bytes:
+    return len(payload).to_bytes(3, "little") + bytes([seq]) + payload
 
 
 def have_module(module: str) -> bool:

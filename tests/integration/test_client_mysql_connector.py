@@ -40,23 +40,8 @@ def use_pure(request) -> bool:
 
 
 # libmysqlclient 9.x sends COM_CHANGE_USER with caching_sha2_password and an empty response,
-# then gives up (2012 "Error in server handshake") on the proxy's switch to
-# mysql_native_password. Open: the proxy does not implement caching_sha2_password for clients.
-CHANGE_USER_IMPLEMENTATIONS = [
-    IMPLEMENTATIONS[0],
-    pytest.param(
-        False,
-        id="cext",
-        marks=[
-            *IMPLEMENTATIONS[1].marks,
-            pytest.mark.xfail(
-                strict=True,
-                reason="C extension change_user after the proxy's auth switch: the proxy "
-                "does not implement caching_sha2_password for clients (2012 handshake error)",
-            ),
-        ],
-    ),
-]
+# then waits for a switch to caching_sha2_password carrying a scramble (the proxy sends one).
+CHANGE_USER_IMPLEMENTATIONS = IMPLEMENTATIONS
 
 
 def _open(port: int, use_pure: bool, **kw: Any) -> Any:

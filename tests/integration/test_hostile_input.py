@@ -12,6 +12,8 @@ import uuid
 import pymysql
 import pytest
 
+from .conftest import packet, read_packet
+
 # every raw socket read in this file gives up after this long
 SOCK_TIMEOUT = 5.0
 
@@ -23,26 +25,6 @@ def raw_connect(port: int) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=SOCK_TIMEOUT)
     s.settimeout(SOCK_TIMEOUT)
     return s
-
-
-def recv_exact(s: socket.socket, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = s.recv(n - len(out))
-        if not chunk:
-            raise ConnectionError(f"EOF after {len(out)} of {n} bytes")
-        out += chunk
-    return out
-
-
-def read_packet(s: socket.socket) -> tuple[int, bytes]:
-    header = recv_exact(s, 4)
-    length = int.from_bytes(header[:3], "little")
-    return header[3], recv_exact(s, length)
-
-
-def packet(payload: bytes, seq: int) -> bytes:
-    return len(payload).to_bytes(3, "little") + bytes([seq]) + payload
 
 
 def parse_err(payload: bytes) -> tuple[int, str, str]:

@@ -16,6 +16,7 @@ from tainted_proxy.config import (
     parse_config,
     parse_listen,
 )
+from tainted_proxy.wire.auth import caching_sha2_stage2
 
 # SELECT PASSWORD('app-secret') on MariaDB
 APP_SECRET_HASH = "*" + hashlib.sha1(hashlib.sha1(b"app-secret").digest()).hexdigest().upper()
@@ -32,6 +33,7 @@ tls_cert = ""
 tls_key = ""
 tls_required = false
 auth_timeout = 10
+default_auth_plugin = "mysql_native_password"
 
 [upstream]
 host = "127.0.0.1"
@@ -208,6 +210,8 @@ def test_plain_password() -> None:
     assert not app.password_is_hash and app.password_plain == "app-secret"
     assert app.password_stage2 == native_password_stage2("app-secret")
     assert len(app.password_stage2) == 20
+    assert app.caching_sha2_stage2 == caching_sha2_stage2("app-secret")
+    assert app.caching_sha2_stage2 is app.caching_sha2_stage2  # computed once
 
 
 @pytest.mark.parametrize("hash_text", [APP_SECRET_HASH, "*" + APP_SECRET_HASH[1:].lower()])
@@ -216,12 +220,20 @@ def test_hashed_password(hash_text: str) -> None:
     app = cfg.users["app"]
     assert app.password_is_hash and app.password_plain is None
     assert app.password_stage2 == native_password_stage2("app-secret")  # same verifier
+    assert app.caching_sha2_stage2 is None  # a SHA1 hash cannot check SHA-256 scrambles
     assert app.upstream_credentials(cfg) == ("app", "up")
+
+
+def test_default_auth_plugin() -> None:
+    assert parse_config(MIN_USER).proxy.default_auth_plugin == "mysql_native_password"
+    text = '[proxy]\ndefault_auth_plugin = "caching_sha2_password"\n' + MIN_USER
+    assert parse_config(text).proxy.default_auth_plugin == "caching_sha2_password"
 
 
 def test_empty_password() -> None:
     cfg = parse_config('[users.app]\npassword = ""\n')
     assert cfg.users["app"].password_stage2 == b""
+    assert cfg.users["app"].caching_sha2_stage2 == b""
     assert cfg.users["app"].upstream_credentials(cfg) == ("app", "")
 
 
@@ -372,6 +384,11 @@ def test_hash_without_upstream_password() -> None:
             "upstream.connect_timeout: Input should be greater than 0",
         ),
         ("[proxy]\nauth_timeout = -1\n", "proxy.auth_timeout: Input should be greater than 0"),
+        (
+            '[proxy]\ndefault_auth_plugin = "sha256_password"\n',
+            "proxy.default_auth_plugin: Input should be 'mysql_native_password' or "
+            "'caching_sha2_password'",
+        ),
         (
             "[proxy]\nclient_idle_timeout = -1\n",
             "proxy.client_idle_timeout: Input should be greater than or equal to 0",

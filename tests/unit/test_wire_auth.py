@@ -11,12 +11,14 @@ from pymysql import _auth as pymysql_auth
 
 from tainted_proxy.wire.auth import (
     caching_sha2_response,
+    caching_sha2_stage2,
     make_scramble,
     native_password_hash,
     native_password_response,
     native_password_stage2,
     parse_native_hash,
     rsa_encrypt_password,
+    verify_caching_sha2,
     verify_native_password,
 )
 from tainted_proxy.wire.errors import ProtocolError
@@ -102,6 +104,56 @@ def test_empty_password_verifies_only_against_an_empty_response() -> None:
     assert native_password_hash("") == ""
     assert verify_native_password(empty, SCRAMBLE, b"")
     assert not verify_native_password(empty, SCRAMBLE, native_password_response("x", SCRAMBLE))
+
+
+# caching_sha2_password, the server side. Vectors computed outside this code: the stage-2 with
+# coreutils (printf password | sha256sum | xxd -r -p | sha256sum), the response with pymysql's
+# _auth.scramble_caching_sha2(b"secret", SCRAMBLE).
+SHA2_STAGE2_OF_PASSWORD = "73641c99f7719f57d8f4beb11a303afcd190243a51ced8782ca6d3dbe014d146"
+SHA2_RESPONSE_SECRET = "ef152e838e9be6fa4b38e915384c4666b94e84ef9ab39784bfe9c379c31a0454"
+
+
+def test_known_caching_sha2_stage2_and_response() -> None:
+    assert caching_sha2_stage2("password").hex() == SHA2_STAGE2_OF_PASSWORD
+    assert caching_sha2_stage2(b"password").hex() == SHA2_STAGE2_OF_PASSWORD
+    assert caching_sha2_stage2("") == b""
+    assert pymysql_auth.scramble_caching_sha2(b"secret", SCRAMBLE).hex() == SHA2_RESPONSE_SECRET
+    assert verify_caching_sha2(
+        caching_sha2_stage2("secret"), SCRAMBLE, bytes.fromhex(SHA2_RESPONSE_SECRET)
+    )
+    # the scramble may arrive with its trailing NUL
+    assert verify_caching_sha2(
+        caching_sha2_stage2("secret"), SCRAMBLE + b"\0", bytes.fromhex(SHA2_RESPONSE_SECRET)
+    )
+
+
+@given(_password.filter(lambda p: len(p) > 0), _scramble)
+def test_caching_sha2_verifies_pymysqls_response(password: str | bytes, scramble: bytes) -> None:
+    response = pymysql_auth.scramble_caching_sha2(_b(password), scramble)
+    assert verify_caching_sha2(caching_sha2_stage2(password), scramble, response)
+
+
+def test_caching_sha2_rejects_wrong_password_wrong_scramble_and_bad_lengths() -> None:
+    stage2 = caching_sha2_stage2("right")
+    good = caching_sha2_response("right", SCRAMBLE)
+    assert verify_caching_sha2(stage2, SCRAMBLE, good)
+    assert not verify_caching_sha2(stage2, SCRAMBLE, caching_sha2_response("wrong", SCRAMBLE))
+    assert not verify_caching_sha2(stage2, b"x" * 20, good)
+    assert not verify_caching_sha2(stage2, SCRAMBLE, good[:31])
+    assert not verify_caching_sha2(stage2, SCRAMBLE, good + b"\0")
+    assert not verify_caching_sha2(stage2, SCRAMBLE, b"")
+    assert not verify_caching_sha2(stage2, SCRAMBLE, b"\0")
+    # a native (SHA1) verifier or response never passes for caching_sha2
+    assert not verify_caching_sha2(native_password_stage2("right"), SCRAMBLE, good)
+    assert not verify_caching_sha2(stage2, SCRAMBLE, native_password_response("right", SCRAMBLE))
+
+
+def test_caching_sha2_empty_password_verifies_only_an_empty_response() -> None:
+    empty = caching_sha2_stage2("")
+    # pymysql and mysql-connector send nothing, libmysqlclient a single NUL
+    assert verify_caching_sha2(empty, SCRAMBLE, b"")
+    assert verify_caching_sha2(empty, SCRAMBLE, b"\0")
+    assert not verify_caching_sha2(empty, SCRAMBLE, caching_sha2_response("x", SCRAMBLE))
 
 
 @pytest.mark.parametrize(
