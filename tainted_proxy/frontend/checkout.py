@@ -143,12 +143,47 @@ async def checkout_or_error(
     the client should get (now, or with the answer to a later command: frontend.prepared
     for COM_STMT_SEND_LONG_DATA)."""
     svc = cl.services
-    pool = svc.pool
     state = cl.state
     assert cl.key is not None
-    up = await acquire_or_error(cl, cl.key, (state.settings, state.schema), cl.last_up)
-    if isinstance(up, ErrPacket):
-        return up
+    want = (state.settings, state.schema)
+    last = cl.last_up
+    up = svc.pool.reclaim(last, want) if last is not None else None
+    if up is not None:
+        if (
+            (up.pending_for is None or up.pending_for is cl)
+            and up.values_owner == (cl.id, state.seq - 1)
+            and (up.user_vars_of is None or up.user_vars_of == cl.id)
+            and up.carries(state.settings, state.schema)
+        ):
+            # the session's own last connection, untouched since: it holds the session's
+            # settings and its last statement's values; nothing to read back or apply
+            up.pending_for = None
+            if up.user_vars_of is None and state.settings:
+                _claim_user_vars(cl, up)
+            svc.accounting.stats.checkout_same_settings += 1
+            cl.up = up
+            return None
+    else:
+        got = await acquire_or_error(cl, cl.key, want, last)
+        if isinstance(got, ErrPacket):
+            return got
+        up = got
+    return await _carry_session(cl, up, c, login)
+
+
+def _claim_user_vars(cl: Client, up: ServerConn) -> None:
+    if any(name[:1] == "@" for name, _ in cl.state.settings):
+        up.user_vars_of = cl.id
+
+
+async def _carry_session(
+    cl: Client, up: ServerConn, c: Classification | None, login: bool
+) -> ErrPacket | None:
+    """Make ``up``, just checked out, carry the session: read back another session's
+    values it holds, reset another session's user variables, apply the settings."""
+    svc = cl.services
+    pool = svc.pool
+    state = cl.state
     owner = up.pending_for
     if owner is not None:
         up.pending_for = None
@@ -170,8 +205,7 @@ async def checkout_or_error(
         stats.checkout_reset_applied += 1
     # (after any reset: it changes what the connection holds of the last statement)
     state.took(up)
-    if any(name[:1] == "@" for name, _ in state.settings):
-        up.user_vars_of = cl.id
+    _claim_user_vars(cl, up)
     if up.carries(state.settings, state.schema):
         stats.checkout_same_settings += 1
         cl.up = up  # the exact sub-pool hit: no round trip (and no timer to arm)
@@ -224,8 +258,10 @@ async def maybe_release(cl: Client) -> None:
     state = cl.state
     if up is None or state.mode is None:
         return
-    publish_pin(cl, state.pins.reason())
-    if state.holds(up) is not None:
+    reason = state.pins.reason()
+    if reason is not state.pin_reason:
+        publish_pin(cl, reason)
+    if reason is not None or state.holds(up) is not None:
         return
     state.take_back(up)
     if state.values.pending:

@@ -9,8 +9,10 @@ import ssl
 
 import trio
 import trio.lowlevel
-from trio.lowlevel import checkpoint, wait_readable, wait_writable
+from trio.lowlevel import checkpoint, wait_writable
 
+from tainted_proxy.net.readiness import Readiness
+from tainted_proxy.net.readiness import current as readiness_of_run
 from tainted_proxy.wire.buffer import PacketBuffer
 
 # After this many reads in a row that did not have to wait, yield to other tasks, so a
@@ -31,14 +33,19 @@ def _tune(sock: socket.socket) -> socket.socket:
 
 
 class Conn:
-    """A stdlib socket in non-blocking mode; Trio is entered only to wait."""
+    """A stdlib socket in non-blocking mode; Trio is entered only to wait (reads through
+    net.readiness, writes that would block through Trio's own wait_writable)."""
 
-    __slots__ = ("sock", "_streak", "closed", "peer")
+    __slots__ = ("sock", "_streak", "closed", "peer", "_fd", "_readiness", "_drained")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = _tune(sock)
         self._streak = 0
         self.closed = False
+        self._fd = -1  # registered with net.readiness on the first wait
+        self._readiness: Readiness | None = None
+        # the last read found the socket empty: waiting for the next edge is safe
+        self._drained = False
         try:
             peer = sock.getpeername()
             self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
@@ -49,17 +56,30 @@ class Conn:
     def is_tls(self) -> bool:
         return False
 
+    async def _wait_readable(self) -> None:
+        readiness = self._readiness
+        if readiness is None:
+            if self.closed:
+                raise trio.ClosedResourceError("socket closed")
+            readiness = self._readiness = readiness_of_run()
+            self._fd = readiness.register(self.sock)
+        await readiness.wait(self._fd)
+
     async def recv_into(self, buf: PacketBuffer, wait_first: bool = False) -> None:
-        """Read at least one byte into ``buf``; raise ConnectionClosed at EOF."""
+        """Read at least one byte into ``buf``; raise ConnectionClosed at EOF.
+        ``wait_first``: the caller expects nothing buffered yet (a request was just sent,
+        or a command is awaited): skip the read that would meet EAGAIN."""
         sock = self.sock
-        if wait_first:
-            await wait_readable(sock)
+        if wait_first and self._drained:
+            await self._wait_readable()
             self._streak = 0
         while True:
+            view = buf.free_view()
             try:
-                n = sock.recv_into(buf.free_view())
+                n = sock.recv_into(view)
             except BlockingIOError:
-                await wait_readable(sock)
+                self._drained = True
+                await self._wait_readable()
                 self._streak = 0
                 continue
             except OSError as exc:
@@ -67,6 +87,7 @@ class Conn:
             if n == 0:
                 raise ConnectionClosed("peer closed the connection")
             buf.end += n
+            self._drained = n < len(view)
             self._streak += 1
             if self._streak >= _FAIR_EVERY:
                 self._streak = 0
@@ -86,13 +107,22 @@ class Conn:
                 raise ConnectionClosed(str(exc)) from exc
             view = view[k:]
 
+    def _forget(self) -> None:
+        """Leave net.readiness (before the socket closes or another layer reads it)."""
+        readiness, self._readiness = self._readiness, None
+        if readiness is not None:
+            readiness.unregister(self._fd)
+            self._fd = -1
+
     async def start_tls_server(self, ctx: ssl.SSLContext, initial: bytes = b"") -> TlsConn:
         """``initial``: bytes of the client's TLS handshake already read from the socket."""
+        self._forget()  # from now on trio.SSLStream reads this socket
         tls = TlsConn(self.sock, ctx, server_side=True, server_hostname=None, initial=initial)
         await tls.handshake()
         return tls
 
     async def start_tls_client(self, ctx: ssl.SSLContext, server_hostname: str | None) -> TlsConn:
+        self._forget()
         tls = TlsConn(self.sock, ctx, server_side=False, server_hostname=server_hostname)
         await tls.handshake()
         return tls
@@ -101,7 +131,8 @@ class Conn:
         if not self.closed:
             self.closed = True
             try:
-                # wake any task parked in wait_readable/wait_writable on this socket
+                # wake any task waiting to read (net.readiness) or write (Trio) here
+                self._forget()
                 trio.lowlevel.notify_closing(self.sock)
             except RuntimeError:  # outside Trio (shutdown paths)
                 pass

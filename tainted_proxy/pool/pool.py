@@ -144,6 +144,23 @@ class Pool:
                 return await self._open(key)
         return await self._wait(key, timeout, want)
 
+    def reclaim(self, conn: ServerConn, want: Want) -> ServerConn | None:
+        """The hot path's checkout: ``conn`` (the connection the session used last) when it
+        is still the newest idle connection of its key and alive, else None (then
+        ``acquire`` decides). O(1): nothing to choose."""
+        stack = self.idle.get(conn.key) if conn.key is not None else None  # type: ignore[arg-type]
+        if not stack or stack[-1] is not conn or conn.broken or not conn.idle_alive():
+            return None
+        stack.pop()
+        self.in_use.add(conn)
+        stats = self.stats
+        stats.acquired += 1
+        if conn.settings == want[0] and conn.schema == want[1]:
+            stats.exact_hits += 1
+        else:
+            stats.nearest_hits += 1
+        return conn
+
     def _take_idle(
         self, key: PoolKey, want: Want | None = None, prefer: ServerConn | None = None
     ) -> ServerConn | None:
@@ -274,6 +291,9 @@ class Pool:
     def _give_back(self, conn: ServerConn) -> None:
         key = conn.key
         assert isinstance(key, PoolKey)
+        if not self.waiters:
+            self.idle.setdefault(key, []).append(conn)
+            return
         w, exact_ahead = decide.waiter_for(self.waiters, key, (conn.settings, conn.schema))
         if exact_ahead:
             self.stats.exact_hits += 1
