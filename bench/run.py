@@ -543,17 +543,35 @@ class RelayProcess(Target):
 
 class ProxyProcess(Target):
     def __init__(
-        self, workdir: Path, upstream_port: int, max_connections: int, pool_mode: str = "session"
+        self,
+        workdir: Path,
+        upstream_port: int,
+        max_connections: int,
+        pool_mode: str = "session",
+        tree: tuple[str, Path] | None = None,
     ) -> None:
-        self.name = pool_mode
+        self.name = pool_mode if tree is None else f"{pool_mode}@{tree[0]}"
+        self.tree = tree
         self.pool_mode = pool_mode
         self.workdir = workdir
         self.upstream_port = upstream_port
         self.max_connections = max_connections
-        self.config_path = workdir / f"proxy-{pool_mode}.toml"
-        self.log_path = workdir / f"proxy-{pool_mode}.log"
+        self.config_path = workdir / f"proxy-{self.name}.toml"
+        self.log_path = workdir / f"proxy-{self.name}.log"
 
     def command(self) -> list[str]:
+        if self.tree is not None:
+            # another checkout's code, this venv's packages: an A/B of two commits
+            return [
+                sys.executable,
+                "-m",
+                "tainted_proxy",
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--log-level",
+                "info",
+            ]
         exe = Path(sys.executable).parent / "tainted-proxy"
         if not exe.exists():
             exe = REPO / ".venv" / "bin" / "tainted-proxy"
@@ -584,11 +602,16 @@ pool_mode = "{self.pool_mode}"
 """
         )
         with open(self.log_path, "ab") as log:
+            env = None
+            if self.tree is not None:
+                env = {**os.environ, "PYTHONPATH": str(self.tree[1])}
             self.proc = subprocess.Popen(
                 self.command(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
+                env=env,
+                cwd=self.tree[1] if self.tree is not None else None,
                 start_new_session=True,  # a Ctrl-C is for us; we stop it by pid
             )
         boost(self.proc.pid)
@@ -869,6 +892,11 @@ def run_bench(args: argparse.Namespace) -> int:
                     t = RelayProcess(name, srv.port)
                 elif name in PROXY_MODES:
                     t = ProxyProcess(workdir, srv.port, upstream_max, name)
+                elif name.partition("@")[0] in PROXY_MODES:
+                    mode, _, tree = name.partition("@")
+                    t = ProxyProcess(
+                        workdir, srv.port, upstream_max, mode, (tree, args.trees[tree])
+                    )
                 else:
                     t = args.endpoints[name]
                 targets.append(t)
@@ -1019,6 +1047,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"mode, and --endpoint names (default: {DEFAULT_TARGETS})",
     )
     p.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another checkout of tainted-proxy (e.g. a git worktree of an older commit): "
+        "targets MODE@NAME run its code, for an A/B of two commits in one run",
+    )
+    p.add_argument(
         "--endpoint",
         action="append",
         default=[],
@@ -1054,9 +1090,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.endpoints = {e.name: e for e in map(Endpoint, args.endpoint)}
     except ValueError as exc:
         p.error(str(exc))
+    args.trees = {}
+    for spec in args.tree:
+        name, _, path = spec.partition("=")
+        if not name or not Path(path, "tainted_proxy").is_dir():
+            p.error(f"--tree {spec!r}: expected NAME=DIR, DIR a checkout of tainted-proxy")
+        args.trees[name] = Path(path).resolve()
     args.targets = [x.strip() for x in str(args.targets).split(",") if x.strip()]
     args.targets += [n for n in args.endpoints if n not in args.targets]
     known = {"direct", *RELAYS, *PROXY_MODES, *args.endpoints}
+    known |= {f"{m}@{t}" for m in PROXY_MODES for t in args.trees}
     unknown = [x for x in args.targets if x not in known]
     if unknown or len(set(args.targets)) != len(args.targets):
         p.error(f"--targets: unknown or repeated {unknown or args.targets}; known: {sorted(known)}")
