@@ -145,7 +145,8 @@ class Pool:
 
     @property
     def total(self) -> int:
-        """Upstream connections open or being opened."""
+        """Upstream connections open, being opened, or closed and not yet let go of by
+        the server (all count against the cap)."""
         return self.budget.total
 
     def _reserve(self, key: PoolKey) -> None:
