@@ -22,7 +22,8 @@ because it was inside a transaction or pinned) are expected, anything else is li
 unexpected. A sampler reads the server's processlist for the proxy's upstream login (peak must
 be <= the cap) and the proxy's RSS (``/proc/PID/status`` VmRSS).
 
-Exit status: 0 when violations == 0, peak <= cap and the proxy stayed up; 1 otherwise.
+Exit status: 0 when violations == 0, peak <= cap (in every sample) and the proxy stayed up;
+1 otherwise.
 
     .venv/bin/python bench/soak.py --seconds 600 --json /tmp/soak.json
 
@@ -59,7 +60,9 @@ DB = "test"
 MAX_SECONDS = 3600
 MAX_CLIENTS = 64
 MAX_CAP = 64
-RECHECK = 0.1  # seconds: how long a count above the cap must last to be a failure
+#: seconds: a count above the cap (a failure) is looked at again this much later, to tell
+#: in the report a connection the server was still ending from one that stayed
+RECHECK = 0.1
 
 # Error codes the proxy promises while the database is away (docs/operations.md).
 KIND_NAMES = {
@@ -647,11 +650,11 @@ class Sampler(threading.Thread):
             return list(cur.fetchall())
 
     def recheck(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
-        """More than the cap: look again after RECHECK seconds. The connections present
-        both times lasted that long; more of those than the cap is a sustained excess. A
-        connection gone by then is one the proxy had already closed and the server had not
-        yet reaped (the proxy frees a discarded connection's slot when it closes the socket,
-        without waiting for the server: see docs/operations.md, "Soak")."""
+        """More than the cap (the run fails): look again after RECHECK seconds, so the
+        report says which connections lasted. The pool keeps a closed connection's slot
+        until the server has let go of it, so neither kind should be seen at all; one
+        gone by then was a connection the server was still ending (docs/operations.md,
+        "Soak")."""
         time.sleep(RECHECK)
         again = self._rows(conn)
         lasting = {r[0] for r in rows} & {r[0] for r in again}
@@ -896,10 +899,11 @@ def verdict(report: dict[str, Any]) -> list[str]:
     failures = []
     if report["violations"]:
         failures.append(f"{report['violations']} session-state violations")
-    if report["peak_upstream_connections_sustained"] > report["cap"]:
+    if report["peak_upstream_connections"] > report["cap"]:
         failures.append(
-            f"{report['peak_upstream_connections_sustained']} upstream connections lasted "
-            f"{RECHECK} s with a cap of {report['cap']}"
+            f"the server saw {report['peak_upstream_connections']} upstream connections "
+            f"with a cap of {report['cap']} ({report['peak_upstream_connections_sustained']} "
+            f"of them still there {RECHECK} s later)"
         )
     if not report["proxy_alive"]:
         failures.append("the proxy died")

@@ -95,6 +95,7 @@ class Proxy:
             per_user_max=_caps_by_upstream_user(config),
             idle_timeout=config.pool.idle_timeout,
             max_lifetime=config.pool.max_lifetime,
+            health_check_idle=config.pool.health_check_idle,
         )
         self.catalog = Catalog(server_version=config.proxy.server_version or DEFAULT_SERVER_VERSION)
         self.accounting = Accounting(config.admin.ledger_entries_per_user)

@@ -298,6 +298,9 @@ class PoolSection(BaseModel):
     idle_timeout: SecondsOrZero = 300.0
     min_idle: int = Field(0, ge=0)
     max_lifetime: SecondsOrZero = 3600.0
+    #: idle upstream connections unchecked this long get a COM_PING from the pool's
+    #: janitor, so one the server killed is closed before a client is handed it; 0 = off
+    health_check_idle: SecondsOrZero = 30.0
     reset_on_release: bool = True
     # transaction/statement pooling: binary prepared statements kept per upstream
     # connection (least recently used ones are closed beyond this)

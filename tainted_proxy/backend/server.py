@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import select
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ from tainted_proxy.wire.packets import (
     SslRequest,
     com_init_db,
     com_query,
+    com_quit,
     com_reset_connection,
 )
 from tainted_proxy.wire.response import ResponseTracker
@@ -144,6 +146,7 @@ class ServerConn:
         "status",
         "created_at",
         "last_used",
+        "checked_at",
         "broken",
         "mariadb",
         "kills_in_flight",
@@ -184,6 +187,8 @@ class ServerConn:
         self.status = SERVER_STATUS_AUTOCOMMIT
         self.created_at = time.monotonic()
         self.last_used = self.created_at
+        # when the pool's health check last found it alive (pool.health_check_idle)
+        self.checked_at = self.created_at
         self.broken = False
         self.mariadb = False
         # a KILL aimed at this connection's thread is on its way: never reuse it
@@ -545,12 +550,76 @@ class ServerConn:
         except (OSError, ValueError):
             return False
 
+    def quit_nowait(self) -> bool:
+        """Start closing without blocking: COM_QUIT (plain sockets; best effort) and a
+        half-close, so the server ends the session. True when the server may still count
+        this connection (wait for ``wait_server_gone``, then ``close``); False when the
+        socket is already dead (EOF, reset, or closed by us): there is nothing to wait
+        for. Either way the connection is unusable from now on."""
+        self._retire()
+        conn = self.conn
+        if conn.closed:
+            return False
+        sock = conn.sock
+        if _drain_to_eof(sock):
+            return False
+        if not conn.is_tls:
+            # a TLS connection cannot say COM_QUIT without awaiting the TLS layer: it
+            # gets only the half-close (the server logs an aborted connection)
+            try:
+                sock.send(_QUIT_FRAME, socket.MSG_DONTWAIT)
+            except OSError:
+                pass  # a full send buffer: the half-close alone ends the session
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return False
+        return True
+
+    async def wait_server_gone(self) -> None:
+        """After ``quit_nowait``: return once the server has closed its side (EOF or
+        reset), discarding whatever it still sends (an abandoned result, TLS records).
+        MariaDB closes the socket when it ends the session, so until then it counts
+        the connection against its max_connections."""
+        sock = self.conn.sock
+        while True:
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except (trio.ClosedResourceError, OSError, ValueError):
+                return  # closed by us meanwhile (the pool shutting down)
+            if _drain_to_eof(sock):
+                return
+
     def close(self) -> None:
-        self.broken = True
+        self._retire()
         self.conn.close()
+
+    def _retire(self) -> None:
+        self.broken = True
         owner, self.pending_for = self.pending_for, None
         if owner is not None:
             owner.values_lost()
+
+
+_QUIT_FRAME = frame(com_quit(), 0)[0]
+
+
+def _drain_to_eof(sock: socket.socket, limit: int = 1 << 20) -> bool:
+    """Read and drop what the socket holds now, without blocking. True when that ends
+    in EOF or an error (the peer is gone); False when the peer is still there (nothing
+    more to read yet, or more than ``limit`` bytes pending)."""
+    read = 0
+    while read < limit:
+        try:
+            data = sock.recv(65536, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+        if not data:
+            return True
+        read += len(data)
+    return False
 
 
 def _text_rows(packets: list[bytes], deprecate_eof: bool) -> list[list[bytes | None]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
 from tainted_proxy.state.settings import Settings, distance
 
@@ -41,7 +41,11 @@ class Candidate(Protocol):
     schema: str | None
     last_used: float
     created_at: float
+    checked_at: float
     broken: bool
+
+    @property
+    def pending_for(self) -> object: ...
 
 
 class Waiting(Protocol):
@@ -162,3 +166,28 @@ def expired(c: Candidate, now: float, idle_timeout: float, max_lifetime: float) 
         or bool(idle_timeout and now - c.last_used > idle_timeout)
         or bool(max_lifetime and now - c.created_at > max_lifetime)
     )
+
+
+def room_wanted(waiting: int, leaving: int) -> bool:
+    """Should another idle connection be closed for the wait queue? Every connection
+    still closing (``leaving``) hands its slot to the queue when the server has let go
+    of it, so only waiters beyond those are short of one."""
+    return waiting > leaving
+
+
+C = TypeVar("C", bound=Candidate)
+
+
+def due_for_check(idle: Mapping[PoolKey, Sequence[C]], now: float, every: float) -> list[C]:
+    """Idle connections the janitor should health-check now: idle and unchecked for
+    ``every`` seconds, the longest unchecked first. Not one that holds a session's
+    unread per-statement values (``pending_for``): any command of the proxy's own
+    would overwrite them, and its next holder reads them first anyway."""
+    due = [
+        c
+        for stack in idle.values()
+        for c in stack
+        if c.pending_for is None and now - max(c.last_used, c.checked_at) >= every
+    ]
+    due.sort(key=lambda c: max(c.last_used, c.checked_at))
+    return due

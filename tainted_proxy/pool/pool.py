@@ -3,13 +3,18 @@ grouped by key, and a FIFO wait queue with a timeout.
 
 The decisions are pool.budget's (pure); this module executes them. They are made without
 awaiting (so no other task can interleave between a check and its effect); only opening,
-resetting and closing connections await. Connections
+resetting, closing and health-checking connections await. Connections
 come back through ``release`` (known clean), ``release_for_reset`` (reset first, in the
 pool's own task, so a leaving client never waits for it) or ``discard``.
+
+A closed connection keeps its slot until the server has let go of it (``_close``): the
+server counts a connection until it has ended the session, so a replacement opened at
+once would make it see one more than ``max_connections``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -18,10 +23,27 @@ from dataclasses import dataclass, field
 import trio
 
 from tainted_proxy.backend.server import ServerConn, UpstreamError
+from tainted_proxy.net import ConnectionClosed
 from tainted_proxy.pool import budget as decide
 from tainted_proxy.pool.budget import Budget, PoolKey, Want
+from tainted_proxy.wire.errors import ProtocolError
+from tainted_proxy.wire.packets import com_ping
 
 __all__ = ["Pool", "PoolKey", "PoolStats", "PoolTimeout"]
+
+log = logging.getLogger("tainted_proxy.pool")
+
+#: how long a closing connection may keep its slot waiting for the server to end the
+#: session; past it the slot is freed anyway (a server busy with a statement reads the
+#: quit only when the statement ends)
+CLOSE_WAIT = 1.0
+#: after the server closed the socket: MariaDB counts the connection out a moment later
+#: (its thread cleans up first); a replacement opened sooner was measured to make it
+#: count cap + 1 (Max_used_connections), none with 2 ms or more
+CLOSE_GRACE = 0.01
+#: how long a health check's COM_PING may take before the connection counts as dead
+PING_TIMEOUT = 2.0
+JANITOR_EVERY = 1.0
 
 
 class PoolTimeout(Exception):
@@ -43,6 +65,10 @@ class PoolStats:
     exact_hits: int = 0  # checkouts served by an idle connection with the wanted settings
     nearest_hits: int = 0  # served by the idle connection with the fewest differences
     settings_applied: int = 0  # checkouts that needed a SET / INIT_DB round trip
+    close_waits: int = 0  # closes that kept their slot until the server had let go
+    close_wait_timeouts: int = 0  # ... and freed it after CLOSE_WAIT without that
+    health_checks: int = 0  # idle connections checked (pool.health_check_idle)
+    dead_idle: int = 0  # ... found dead
 
 
 @dataclass(eq=False, slots=True)
@@ -67,13 +93,21 @@ class Pool:
         per_user_max: dict[str, int] | None = None,
         idle_timeout: float = 300.0,
         max_lifetime: float = 3600.0,
+        health_check_idle: float = 30.0,
+        close_wait: float = CLOSE_WAIT,
     ) -> None:
         self._opener = opener
         self.budget = Budget(max_connections, per_user_max or {})
         self.idle_timeout = idle_timeout
         self.max_lifetime = max_lifetime
+        self.health_check_idle = health_check_idle
+        self.close_wait = close_wait
         self.idle: dict[PoolKey, list[ServerConn]] = {}
         self.in_use: set[ServerConn] = set()
+        #: closed, still holding their slots until the server has let go of them
+        self.leaving: set[ServerConn] = set()
+        #: the idle connection the janitor is health-checking (out of ``idle`` meanwhile)
+        self.checking: ServerConn | None = None
         self.waiters: deque[_Waiter] = deque()
         self.stats = PoolStats()
         self._nursery: trio.Nursery | None = None
@@ -89,13 +123,16 @@ class Pool:
             await trio.sleep_forever()
 
     def close_all(self) -> None:
+        """Shutdown: close everything at once, without waiting for the server."""
         self._closing = True
         for conns in self.idle.values():
             for c in conns:
                 self._close(c)
         self.idle.clear()
-        for c in list(self.in_use):
+        for c in list(self.in_use) + list(self.leaving):
             c.close()
+        if self.checking is not None:
+            self.checking.close()
 
     # -- numbers -----------------------------------------------------------------
     @property
@@ -108,7 +145,8 @@ class Pool:
 
     @property
     def total(self) -> int:
-        """Upstream connections open or being opened."""
+        """Upstream connections open, being opened, or closed and not yet let go of by
+        the server (all count against the cap)."""
         return self.budget.total
 
     def _reserve(self, key: PoolKey) -> None:
@@ -138,10 +176,9 @@ class Pool:
         if self.budget.can_open(key):
             self._reserve(key)
             return await self._open(key)
-        if not self.waiters:
-            if self._evict_idle_for(key):
-                self._reserve(key)
-                return await self._open(key)
+        # At the cap: queue first, then close idle connections of other keys for the
+        # queue (``_hand_out_slot``); their slots come free when the server has let go
+        # of them, and go to the queue in order.
         return await self._wait(key, timeout, want)
 
     def reclaim(self, conn: ServerConn, want: Want) -> ServerConn | None:
@@ -171,7 +208,8 @@ class Pool:
             # idle_alive(): the server may have closed it while it sat idle (restart,
             # crash, wait_timeout); handing it out would fail the client's first query
             if conn.broken or not conn.idle_alive():
-                self._close(conn)
+                if self._close(conn):
+                    self._hand_out_slot()
                 continue
             if want is not None:
                 if exact:
@@ -181,15 +219,6 @@ class Pool:
             self.in_use.add(conn)
             return conn
         return None
-
-    def _evict_idle_for(self, key: PoolKey) -> bool:
-        """At the cap with idle connections of other keys: close the oldest one so its
-        slot can serve ``key``. True if a slot was freed (and is now usable by key)."""
-        victim = decide.eviction_victim(self.idle, key, self.budget)
-        if victim is None:
-            return False
-        self._close(self.idle[victim].pop(0))
-        return self.budget.can_open(key)
 
     async def _open(self, key: PoolKey) -> ServerConn:
         try:
@@ -207,6 +236,7 @@ class Pool:
         waiter = _Waiter(key, want=want)
         self.waiters.append(waiter)
         self.stats.waited += 1
+        self._hand_out_slot()
         started = time.monotonic()
         try:
             with trio.move_on_after(timeout):
@@ -311,27 +341,73 @@ class Pool:
         self.idle.setdefault(key, []).append(conn)
 
     def _hand_out_slot(self) -> None:
-        """A slot was freed: let the first waiter that may use it open a connection."""
-        for w in self.waiters:
+        """A slot was freed or a waiter came: let the waiters that may use a free slot
+        open a connection, in order; for those still blocked, close idle connections of
+        other keys, but no more than the closes under way leave short."""
+        self._grant_free_slots()
+        for w in list(self.waiters):
+            if not decide.room_wanted(len(self.waiters), len(self.leaving)):
+                return
+            if w not in self.waiters:
+                continue
+            victim = decide.eviction_victim(self.idle, w.key, self.budget)
+            if victim is not None and self._close(self.idle[victim].pop(0)):
+                self._grant_free_slots()
+
+    def _grant_free_slots(self) -> None:
+        for w in list(self.waiters):
             if self.budget.can_open(w.key):
                 self.waiters.remove(w)
                 self._reserve(w.key)
                 w.permit = True
                 w.event.set()
-                return
-        # waiters blocked by a per-user cap might still be served by closing an idle one
-        for w in self.waiters:
-            if self._evict_idle_for(w.key):
-                self.waiters.remove(w)
-                self._reserve(w.key)
-                w.permit = True
-                w.event.set()
-                return
 
-    def _close(self, conn: ServerConn) -> None:
-        key = conn.key
-        conn.close()
+    def _close(self, conn: ServerConn) -> bool:
+        """Close ``conn``; True when its slot is free now. A connection the server may
+        still count keeps its slot until the server has let go (``_let_go``, which then
+        hands the slot out); so does nothing else here: callers hand out what is free.
+        At shutdown, or outside ``run``, the slot is freed at once."""
         self.stats.closed += 1
+        if not isinstance(conn.key, PoolKey):
+            conn.close()
+            return True
+        if not conn.quit_nowait() or self._closing or self._nursery is None:
+            self._free(conn)
+            return True
+        try:
+            self._nursery.start_soon(self._let_go, conn)
+        except RuntimeError:  # the pool's nursery is closing
+            self._free(conn)
+            return True
+        self.leaving.add(conn)
+        self.stats.close_waits += 1
+        return False
+
+    async def _let_go(self, conn: ServerConn) -> None:
+        try:
+            with trio.move_on_after(self.close_wait) as scope:
+                await conn.wait_server_gone()
+                # MariaDB closes the socket first and only then ends the thread and
+                # counts the connection out; a replacement connecting in between is
+                # counted on top of it
+                await trio.sleep(CLOSE_GRACE)
+            if scope.cancelled_caught:
+                self.stats.close_wait_timeouts += 1
+                log.warning(
+                    "event=upstream_close_slow upstream_thread=%s user=%s waited=%gs: its "
+                    "slot is freed anyway; the server may count it until it ends the session",
+                    conn.thread_id,
+                    conn.user,
+                    self.close_wait,
+                )
+        finally:
+            self.leaving.discard(conn)
+            self._free(conn)
+            self._hand_out_slot()
+
+    def _free(self, conn: ServerConn) -> None:
+        conn.close()
+        key = conn.key
         if isinstance(key, PoolKey):
             self.budget.unreserve(key)
             conn.key = None  # never counted twice
@@ -339,17 +415,77 @@ class Pool:
     # -- janitor -----------------------------------------------------------------
     async def _janitor(self) -> None:
         while True:
-            await trio.sleep(1.0)
-            now = time.monotonic()
-            freed = False
-            for key, stack in list(self.idle.items()):
-                keep = []
-                for c in stack:
-                    if decide.expired(c, now, self.idle_timeout, self.max_lifetime):
-                        self._close(c)
-                        freed = True
-                    else:
-                        keep.append(c)
-                self.idle[key] = keep
-            if freed:
-                self._hand_out_slot()
+            await trio.sleep(JANITOR_EVERY)
+            self._expire_idle(time.monotonic())
+            if self.health_check_idle:
+                await self._check_idle(time.monotonic())
+
+    def _expire_idle(self, now: float) -> None:
+        """Close idle connections past idle_timeout or max_lifetime. Only ``idle`` is
+        looked at: a checked-out connection is never closed under its user (it expires
+        once it is back)."""
+        freed = False
+        for key, stack in list(self.idle.items()):
+            keep = []
+            for c in stack:
+                if decide.expired(c, now, self.idle_timeout, self.max_lifetime):
+                    freed = self._close(c) or freed
+                else:
+                    keep.append(c)
+            self.idle[key] = keep
+        if freed:
+            self._hand_out_slot()
+
+    async def _check_idle(self, now: float) -> None:
+        """Health-check, one at a time, the idle connections unchecked for
+        health_check_idle seconds, so the server's KILL, wait_timeout or a dead
+        network is found before a client is handed the connection."""
+        for conn in decide.due_for_check(self.idle, now, self.health_check_idle):
+            key = conn.key
+            stack = self.idle.get(key) if isinstance(key, PoolKey) else None
+            if not stack or conn not in stack or self._closing:
+                continue  # checked out (or closed) while an earlier one was checked
+            # out of idle while it is checked, so nobody is handed it mid-ping; back
+            # through _give_back afterwards, which serves whoever started waiting
+            stack.remove(conn)
+            self.checking = conn
+            try:
+                why = await self._ping(conn)
+            except BaseException:
+                self.checking = None
+                self._free(conn)
+                raise
+            self.checking = None
+            self.stats.health_checks += 1
+            if self._closing:
+                self._free(conn)
+                return
+            if why is None:
+                conn.checked_at = time.monotonic()
+                self._give_back(conn)
+                continue
+            self.stats.dead_idle += 1
+            log.warning(
+                "event=upstream_dead_idle upstream_thread=%s user=%s idle=%.0fs why=%s",
+                conn.thread_id,
+                conn.user,
+                time.monotonic() - conn.last_used,
+                why,
+            )
+            self._close(conn)
+            self._hand_out_slot()
+
+    async def _ping(self, conn: ServerConn) -> str | None:
+        """None when ``conn`` answers a COM_PING in time, else why not."""
+        if not conn.idle_alive():
+            return "closed by the server"
+        try:
+            with trio.fail_after(PING_TIMEOUT):
+                await conn.command_ok(com_ping())
+        except trio.TooSlowError:
+            return f"no answer to COM_PING within {PING_TIMEOUT:g}s"
+        except (UpstreamError, OSError, ConnectionClosed, ProtocolError) as exc:
+            return f"COM_PING failed: {exc}"
+        # the proxy's own command ran here: the session values on it are no one's now
+        conn.values_owner = None
+        return None

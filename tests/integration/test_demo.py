@@ -35,8 +35,10 @@ def test_demo_serves_more_clients_than_the_server_allows_without_leaks(capsys):
     assert cap == demo.UPSTREAM_CAP < server_max
     assert 1 <= _number(r"peak_open = (\d+)", out) <= cap
     assert _number(r"most in PROCESSLIST: (\d+)", out) <= cap
-    # the proxy's connections plus the demo's one monitoring connection
-    assert _number(r"Max_used_connections = (\d+)", out) <= cap + 1
+    # the server's own high-water mark, less the demo's one monitoring connection: even
+    # while connections are closed and replaced (the pool keeps a slot until the server
+    # has let go of the connection that held it)
+    assert _number(r"Max_used_connections = (\d+)", out) - 1 <= cap
 
     # real work happened, temporary tables pinned and every pin was let go
     assert _number(r"work\s+(\d+) transactions", out) > 0

@@ -46,10 +46,8 @@ def test_a_short_soak_with_one_database_restart_passes(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert "RESULT: ok" in proc.stdout
     assert report["violations"] == 0, report["violation_samples"]
-    # a count above the cap that does not last 0.1 s is a connection the proxy had closed
-    # and the server had not reaped yet (docs/operations.md, "Soak"): reported, not failed
-    assert 0 < report["peak_upstream_connections_sustained"] <= cap
-    assert report["peak_upstream_connections"] <= cap + 1, report["over_cap_snapshots"]
+    # every sample: the pool keeps a closed connection's slot until the server let go
+    assert 0 < report["peak_upstream_connections"] <= cap, report["over_cap_snapshots"]
     assert report["processlist_samples"] > 0
     assert report["statements"] > 0
     assert set(report["iterations"]) == {"orm", "pin", "ps"}, report["iterations"]

@@ -308,7 +308,7 @@ def test_hash_without_upstream_password() -> None:
         ("[proxy]\nport = 1\n", "proxy.port: unknown key 'port'; it belongs in [upstream]"),
         (
             "[pool]\nzzz = 1\n",
-            "pool.zzz: unknown key 'zzz'; valid keys in [pool]: default_mode, checkout_timeout, idle_timeout, min_idle, max_lifetime, reset_on_release, prepared_statement_cache",
+            "pool.zzz: unknown key 'zzz'; valid keys in [pool]: default_mode, checkout_timeout, idle_timeout, min_idle, max_lifetime, health_check_idle, reset_on_release, prepared_statement_cache",
         ),
         ("[proxi]\n", "proxi: unknown section [proxi]; did you mean [proxy]?"),
         (

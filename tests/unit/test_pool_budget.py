@@ -11,8 +11,10 @@ from tainted_proxy.pool.budget import (
     Budget,
     PoolKey,
     choose_idle,
+    due_for_check,
     eviction_victim,
     expired,
+    room_wanted,
     waiter_for,
 )
 
@@ -28,6 +30,8 @@ class C:
     last_used: float = 0.0
     created_at: float = 0.0
     broken: bool = False
+    checked_at: float = 0.0
+    pending_for: object = None
 
 
 @dataclass(eq=False)
@@ -77,3 +81,23 @@ def test_idle_connections_expire_by_idle_time_and_lifetime():
     assert expired(C(last_used=4000.0, created_at=0.0), 4000.5, 300.0, 3600.0)
     assert not expired(C(last_used=10.0, created_at=0.0), 20.0, 300.0, 3600.0)
     assert expired(C(broken=True), 0.0, 0, 0)
+
+
+def test_idle_connections_are_closed_for_the_queue_only_beyond_the_closes_under_way():
+    assert room_wanted(waiting=1, leaving=0)
+    assert not room_wanted(waiting=1, leaving=1)  # its slot goes to the queue when freed
+    assert room_wanted(waiting=3, leaving=2)
+    assert not room_wanted(waiting=0, leaving=0)
+
+
+def test_health_checks_are_due_after_the_interval_of_idleness_or_since_the_last_check():
+    fresh = C(last_used=95.0)
+    old = C(last_used=10.0)
+    checked = C(last_used=10.0, checked_at=80.0)
+    older = C(last_used=5.0, checked_at=5.0)
+    holds_values = C(last_used=0.0, pending_for=object())
+    idle = {A: [fresh, old, checked], B: [holds_values, older]}
+    # the longest unchecked first; one holding a session's unread values is left alone
+    assert due_for_check(idle, 100.0, 30.0) == [older, old]
+    assert due_for_check(idle, 100.0, 5.0) == [older, old, checked, fresh]
+    assert due_for_check({}, 100.0, 30.0) == []
