@@ -42,8 +42,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a plain script from anywhere
     sys.path.insert(0, str(REPO))
+if str(REPO / "bench") not in sys.path:
+    sys.path.insert(0, str(REPO / "bench"))
 
-import pymysql  # noqa: E402
+# the soak's proxy start-up check (same account: app / app-secret on 127.0.0.1)
+from soak import HOST, PASSWORD, USER, free_port, wait_for_login  # noqa: E402
 
 from tainted_proxy.testing.mariadb import MariaDBNotFound, MariaDBServer  # noqa: E402
 from tainted_proxy.wire.auth import native_password_response  # noqa: E402
@@ -64,9 +67,6 @@ from tainted_proxy.wire.packets import (  # noqa: E402
     com_query,
 )
 
-HOST = "127.0.0.1"
-USER = "app"
-PASSWORD = "app-secret"
 DB = "idle"
 # utf8mb4_general_ci: what most drivers send
 CHARSET = 45
@@ -210,12 +210,6 @@ def memory_kb(pid: int) -> dict[str, int]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def raise_nofile() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit (children inherit it); the limit."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -269,19 +263,7 @@ pool_mode = "transaction"
                 env=env,
                 start_new_session=True,  # a Ctrl-C is for us; we stop it by pid
             )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"proxy exited at start-up:\n{self.log_tail()}")
-            try:
-                pymysql.connect(
-                    host=HOST, port=self.port, user=USER, password=PASSWORD, connect_timeout=2
-                ).close()
-                return
-            except (pymysql.MySQLError, OSError) as exc:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"proxy not ready ({exc}):\n{self.log_tail()}") from exc
-                time.sleep(0.05)
+        wait_for_login(self.proc, self.port, self.log_tail)
 
     @property
     def pid(self) -> int:
@@ -406,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             srv.start()
         except MariaDBNotFound as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: MariaDB not available: {exc}", file=sys.stderr)
             return 2
         srv.execute(f"CREATE DATABASE IF NOT EXISTS {DB}")
         srv.create_user(USER, PASSWORD)
