@@ -48,6 +48,7 @@ import threading
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,23 @@ def rss_kb(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+def wait_for_login(proc: subprocess.Popen[bytes], port: int, log_tail: Callable[[], str]) -> None:
+    """Until a pymysql login as USER through ``port`` works (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"proxy exited at start-up:\n{log_tail()}")
+        try:
+            pymysql.connect(
+                host=HOST, port=port, user=USER, password=PASSWORD, connect_timeout=2
+            ).close()
+            return
+        except (pymysql.MySQLError, OSError) as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"proxy not ready ({exc}):\n{log_tail()}") from exc
+            time.sleep(0.05)
 
 
 def error_code(exc: BaseException) -> int | None:
@@ -563,19 +581,7 @@ max_pinned = {pin_cap}
                 stderr=log,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"proxy exited at start-up:\n{self.log_tail()}")
-            try:
-                pymysql.connect(
-                    host=HOST, port=self.port, user=USER, password=PASSWORD, connect_timeout=2
-                ).close()
-                return
-            except (pymysql.MySQLError, OSError) as exc:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"proxy not ready ({exc}):\n{self.log_tail()}") from exc
-                time.sleep(0.05)
+        wait_for_login(self.proc, self.port, self.log_tail)
 
     @property
     def pid(self) -> int:

@@ -8,6 +8,11 @@ from tainted_proxy.wire.codec import frame
 from tainted_proxy.wire.constants import ER_NET_PACKET_TOO_LARGE
 from tainted_proxy.wire.packets import err_response
 
+# A client's receive buffer starts empty and a read gets 4 KiB of room: one recv for the
+# usual command, and nothing held by a client that sends nothing (issue 11: 10,000 idle
+# clients in little memory). Larger packets grow it (PacketBuffer.reserve).
+_CLIENT_READ_ROOM = 4096
+
 
 class PacketTooLarge(Exception):
     """A client packet exceeded proxy.max_packet_size."""
@@ -18,7 +23,7 @@ class ClientIO:
 
     def __init__(self, conn: Conn | TlsConn, max_packet: int) -> None:
         self.conn = conn
-        self.buf = PacketBuffer()
+        self.buf = PacketBuffer(0, _CLIENT_READ_ROOM)
         self.max_packet = max_packet
         self.peer_host = conn.peer.rsplit(":", 1)[0] if ":" in conn.peer else conn.peer
 

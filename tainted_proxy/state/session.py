@@ -63,7 +63,9 @@ class SessionState:
     #: statements run: with ``id``, stamps whose per-statement values a connection holds
     seq: int = 0
     sql_statements: SessionSqlStatements = field(default_factory=SessionSqlStatements)
-    statements: SessionStatements = field(default_factory=SessionStatements)
+    #: the binary prepared statements: made at the first COM_STMT_* (``statements``);
+    #: most sessions never prepare, and an idle one should not carry an empty book
+    _statements: SessionStatements | None = field(default=None, init=False, repr=False)
     #: the connection must be reset before another session gets it (unexplained state
     #: without detail, NEXTVAL's LASTVAL state)
     reset_on_release: bool = False
@@ -78,8 +80,15 @@ class SessionState:
         self.status = SERVER_STATUS_AUTOCOMMIT
         self.values.forget()
         self.sql_statements = SessionSqlStatements()
-        self.statements = SessionStatements()
+        self._statements = None
         self.reset_on_release = False
+
+    @property
+    def statements(self) -> SessionStatements:
+        """The session's binary prepared statements (made on first use)."""
+        if self._statements is None:
+            self._statements = SessionStatements()
+        return self._statements
 
     def next_statement(self) -> int:
         self.seq += 1

@@ -115,7 +115,9 @@ class Values:
     pending_sequences: list[bytes] = field(default_factory=list)
     #: pending values whose connection closed before anyone read them: reads of these
     #: get an error, never a stale value
-    lost: set[str] = field(default_factory=set)
+    #: (a shared empty frozenset until a loss, replaced rather than mutated: an idle
+    #: session keeps no empty set of its own)
+    lost: frozenset[str] = frozenset()
     #: NEXTVAL ran on the connection held now: its LASTVAL state cannot be cleared but
     #: by a reset, so the connection is reset before another session gets it
     sequence_state: bool = False
@@ -130,7 +132,7 @@ class Values:
         self.lastvals.clear()
         self.pending.clear()
         self.pending_sequences.clear()
-        self.lost.clear()
+        self.lost = frozenset()
         self.sequence_state = False
 
     def lose_pending(self) -> None:

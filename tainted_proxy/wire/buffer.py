@@ -17,19 +17,37 @@ _SHRINK_ABOVE = 1 << 20
 
 
 class PacketBuffer:
-    """Bytes received but not yet consumed: ``data[0:end]``."""
+    """Bytes received but not yet consumed: ``data[0:end]``.
 
-    __slots__ = ("data", "end")
+    ``capacity`` is what it starts with and shrinks back to; ``min_free`` the free room a
+    read gets. An upstream connection starts with 64 KiB (result sets stream through it);
+    a client's buffer starts empty and is emptied again while the client is idle
+    (``release``): thousands of idle clients then hold no receive memory at all.
+    """
 
-    def __init__(self, capacity: int = _BASE_CAPACITY) -> None:
+    __slots__ = ("data", "end", "capacity", "min_free")
+
+    def __init__(self, capacity: int = _BASE_CAPACITY, min_free: int = _MIN_FREE) -> None:
         self.data = bytearray(capacity)
         self.end = 0
+        self.capacity = capacity
+        self.min_free = min_free
 
-    def free_view(self, min_free: int = _MIN_FREE) -> memoryview:
-        """The writable tail, at least ``min_free`` bytes (grows the buffer if needed)."""
-        if len(self.data) - self.end < min_free:
-            self.data.extend(bytes(max(min_free, len(self.data))))
+    def free_view(self, min_free: int = 0) -> memoryview:
+        """The writable tail, at least ``min_free`` bytes (default: the buffer's
+        ``min_free``); grows the buffer if needed."""
+        need = min_free or self.min_free
+        if len(self.data) - self.end < need:
+            self._grow(need)
         return memoryview(self.data)[self.end :]
+
+    def _grow(self, need: int) -> None:
+        size = len(self.data) + max(need, self.min_free, len(self.data))
+        if self.end:
+            self.data.extend(bytes(size - len(self.data)))
+        else:
+            # nothing to keep: a fresh bytearray is ten times cheaper than extend()
+            self.data = bytearray(size)
 
     def consume(self, n: int) -> None:
         """Drop the first ``n`` bytes (already handled)."""
@@ -38,12 +56,18 @@ class PacketBuffer:
             self.data[0:rest] = self.data[n : self.end]
         self.end = rest
         if rest == 0 and len(self.data) > _SHRINK_ABOVE:
-            self.data = bytearray(_BASE_CAPACITY)
+            self.data = bytearray(self.capacity)
+
+    def release(self) -> None:
+        """Back to ``capacity`` if nothing is buffered (an idle client's buffer goes
+        back to empty: the next read allocates ``min_free`` again)."""
+        if not self.end and len(self.data) != self.capacity:
+            self.data = bytearray(self.capacity)
 
     def reserve(self, total: int) -> None:
         """Make room for a packet of ``total`` bytes at the front (header included)."""
-        if len(self.data) < total + _MIN_FREE:
-            self.data.extend(bytes(total + _MIN_FREE - len(self.data)))
+        if len(self.data) < total + self.min_free:
+            self.data.extend(bytes(total + self.min_free - len(self.data)))
 
     def next_packet(self) -> tuple[int, int, int] | None:
         """(seq, payload_start, payload_end) of the first complete packet, or None."""
