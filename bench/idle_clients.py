@@ -354,7 +354,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--queries", type=int, default=10, help="idle clients that then run a query (10)"
     )
-    ap.add_argument("--settle", type=float, default=1.0, help="seconds before each RSS reading")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=2.5,
+        help="seconds before each RSS reading (idle sessions give back their receive buffer after 1-2 s)",
+    )
     ap.add_argument(
         "--hold", type=float, default=0.0, help="keep the clients connected this long at the end"
     )

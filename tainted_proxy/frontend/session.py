@@ -158,9 +158,6 @@ async def _command_loop(cl: Client) -> None:
     cbuf = io.buf
     idle = cl.services.config.proxy.client_idle_timeout or None
     while True:
-        # between commands an idle client holds no receive memory: the read after the
-        # wait allocates the buffer's 4 KiB again (client_io._CLIENT_READ_ROOM)
-        cbuf.release()
         if idle is None:
             size = await io.wait_packet()
         else:

@@ -1,4 +1,9 @@
-"""Clients that vanish while their statement runs upstream.
+"""The once-a-second sweep over sessions: clients that vanish while their statement runs
+upstream, and idle clients' receive buffers.
+
+A session idle for a second or more gives back its receive buffer
+(``PacketBuffer.release``: 10,000 idle clients then hold no receive memory; the next
+read allocates it again).
 
 The relay reads a session's client socket only between commands, so a client that
 disconnects during a long query would be noticed only when the query ends, and the
@@ -63,6 +68,11 @@ async def watch(services: Services) -> None:
         await trio.sleep(INTERVAL)
         now = time.monotonic()
         for cl in list(services.sessions.values()):
+            if not cl.busy and now - cl.command_started >= INTERVAL:
+                # idle a second or more: hold no receive memory (the next read allocates
+                # it again); never per command, which would allocate twice a statement
+                cl.io.buf.release()
+                continue
             up = cl.up
             if (
                 not cl.busy
