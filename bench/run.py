@@ -212,8 +212,11 @@ _SB_NUM = r"([0-9]+(?:\.[0-9]+)?)"
 class Sysbench:
     name = "sysbench"
 
-    def __init__(self, binary: str, ps_mode: str, table_size: int) -> None:
+    def __init__(
+        self, binary: str, ps_mode: str, table_size: int, workload: str = "oltp_point_select"
+    ) -> None:
         self.binary = binary
+        self.workload = workload
         self.ps_mode = ps_mode
         self.table_size = table_size
         self.proc: subprocess.Popen[str] | None = None
@@ -225,7 +228,7 @@ class Sysbench:
     def _cmd(self, port: int, threads: int, seconds: int, action: str) -> list[str]:
         return [
             self.binary,
-            "oltp_point_select",
+            self.workload,
             "--db-driver=mysql",
             f"--mysql-host={HOST}",
             f"--mysql-port={port}",
@@ -842,7 +845,7 @@ def run_bench(args: argparse.Namespace) -> int:
         print("error: sysbench not found (apt-get install -y sysbench)", file=sys.stderr)
         return 2
     if sysbench:
-        load: Any = Sysbench(sysbench, args.ps_mode, args.table_size)
+        load: Any = Sysbench(sysbench, args.ps_mode, args.table_size, args.workload)
     else:
         if args.loadgen == "auto":
             print(
@@ -850,6 +853,9 @@ def run_bench(args: argparse.Namespace) -> int:
                 "using the multi-process pymysql generator",
                 file=sys.stderr,
             )
+        if args.workload != "oltp_point_select":
+            print(f"error: {args.workload} needs sysbench", file=sys.stderr)
+            return 2
         if args.ps_mode != "disable":
             print(
                 "note: the pymysql generator only speaks the text protocol; --ps-mode is ignored",
@@ -954,7 +960,7 @@ def run_bench(args: argparse.Namespace) -> int:
         ]
     )
     print(
-        f"\n## oltp_point_select, ps-mode={args.ps_mode}, "
+        f"\n## {args.workload}, ps-mode={args.ps_mode}, "
         f"{args.rounds} rounds x {args.seconds} s, interleaved\n"
     )
     print(table)
@@ -989,6 +995,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 "seconds": args.seconds,
                 "warmup": args.warmup,
                 "ps_mode": args.ps_mode,
+                "workload": args.workload,
                 "table_size": args.table_size,
                 "tables": TABLES,
                 "load_generator": load.name,
@@ -1023,6 +1030,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="disable",
         help="sysbench --db-ps-mode: disable = text protocol (COM_QUERY), auto = server-side "
         "prepared statements (default: disable)",
+    )
+    p.add_argument(
+        "--workload",
+        choices=["oltp_point_select", "oltp_read_only"],
+        default="oltp_point_select",
+        help="the sysbench workload (oltp_read_only: 16 statements a transaction, range "
+        "queries of 100 rows among them; CPU per statement counts all of them)",
     )
     p.add_argument("--json", metavar="PATH", help="save the raw results as JSON")
     p.add_argument(
