@@ -22,6 +22,7 @@ always returns a Classification) and the proxy's hot path `classify_flags()`
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -99,11 +100,12 @@ def unique(templates: list[str], count: int, offset: int = 0) -> list[str]:
     ]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--n", type=int, default=20_000, help="statements per round (gate/hit)")
-    args = ap.parse_args()
+    ap.add_argument("--json", metavar="PATH", help="write the rows as JSON")
+    args = ap.parse_args(argv)
     n, rounds = args.n, args.rounds
 
     raw = unique(CLEAN_RAW, n)
@@ -212,6 +214,12 @@ def main() -> int:
     print(f"{'-' * w}  {'-' * 8}  {'-' * 9}  {'-' * 21}")
     for label, us, api in rows:
         print(f"{label:<{w}}  {min(us):>8.2f}  {statistics.median(us):>9.2f}  {api}")
+    if args.json:
+        out = [
+            {"case": label, "api": api, "best_us": min(us), "median_us": statistics.median(us)}
+            for label, us, api in rows
+        ]
+        Path(args.json).write_text(json.dumps({"rows": out}, indent=2) + "\n")
     return 0
 
 
