@@ -1117,6 +1117,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [x for x in args.targets if x not in known]
     if unknown or len(set(args.targets)) != len(args.targets):
         p.error(f"--targets: unknown or repeated {unknown or args.targets}; known: {sorted(known)}")
+    # every target keeps its upstream connections while the others run: direct clients,
+    # one per client per relay, the pool of each proxy (threads + 8 by default)
+    top = max(args.threads)
+    relays = sum(1 for t in args.targets if t in RELAYS or t == "direct")
+    proxies = sum(1 for t in args.targets if t.partition("@")[0] in PROXY_MODES)
+    need = top * relays + proxies * (args.upstream_max or top + 8)
+    if need > SERVER_MAX_CONNECTIONS - 10:
+        p.error(
+            f"--threads {top} with these targets needs {need} server connections "
+            f"(MariaDB here allows {SERVER_MAX_CONNECTIONS}): fewer threads or targets"
+        )
     if args.rounds < 1 or args.seconds < 1:
         p.error("--rounds and --seconds must be >= 1")
     return args
