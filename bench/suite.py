@@ -158,6 +158,8 @@ def run_step(step: Step, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             extra += ["--targets", TARGETS]
         for e in args.endpoint:
             extra += ["--endpoint", e]
+        if args.nice:
+            extra += ["--nice", str(args.nice)]
     cmd = [sys.executable, str(BENCH / step.script), *extra, "--json", str(out)]
     print(f"\n===== {step.name}: {step.about}\n$ {shlex.join(cmd)}", flush=True)
     t0 = time.monotonic()
@@ -227,6 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="NAME=HOST:PORT[:PID]",
         help="another proxy measured in the point-select steps (see run.py --endpoint)",
+    )
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run.py steps: run MariaDB, the proxies and sysbench at this (autogroup) nice "
+        "value, e.g. -10 on a machine shared with other work (root)",
     )
     ap.add_argument("--json", metavar="PATH", help="write every step's results here")
     ap.add_argument("--chart", metavar="PATH", help="draw throughput against clients (PNG)")
