@@ -183,12 +183,21 @@ class Pool:
 
     def reclaim(self, conn: ServerConn, want: Want) -> ServerConn | None:
         """The hot path's checkout: ``conn`` (the connection the session used last) when it
-        is still the newest idle connection of its key and alive, else None (then
-        ``acquire`` decides). O(1): nothing to choose."""
+        is idle and alive, else None (then ``acquire`` decides). Nothing to choose: the
+        stack is searched by identity in C (``choose_idle`` walks it in Python)."""
         stack = self.idle.get(conn.key) if conn.key is not None else None  # type: ignore[arg-type]
-        if not stack or stack[-1] is not conn or conn.broken or not conn.idle_alive():
+        if not stack or conn.broken:
             return None
-        stack.pop()
+        if stack[-1] is conn:
+            stack.pop()
+        elif conn in stack:  # (ServerConn compares by identity)
+            stack.remove(conn)
+        else:
+            return None
+        if not conn.idle_alive():
+            if self._close(conn):
+                self._hand_out_slot()
+            return None
         self.in_use.add(conn)
         stats = self.stats
         stats.acquired += 1
