@@ -222,14 +222,6 @@ class SharedBudget:
         self.peak = max(self.peak, self.total)
         return True
 
-    def reserve(self, key: PoolKey) -> None:
-        """Count a slot whatever the caps (the pool only reserves through
-        ``try_reserve``; kept for the interface)."""
-        slot = self._slot(key.user)
-        with self._locked():
-            self._count(key.user, slot, 1)
-        self.peak = max(self.peak, self.total)
-
     def unreserve(self, key: PoolKey) -> None:
         # a store to this worker's own row: no lock (see the module's docstring)
         self._count(key.user, self._slot(key.user), -1)
