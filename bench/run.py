@@ -61,6 +61,8 @@ DB = "sbtest"
 TABLES = 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROXY_MODES = ("session", "transaction", "statement")
+#: MODE, MODE-wN (serve --workers N), either @TREE (another checkout's code)
+PROXY_TARGET = re.compile(r"^(?P<mode>[a-z]+)(?:-w(?P<workers>[1-9][0-9]?))?(?:@(?P<tree>.+))?$")
 # byte relays kept beside this script: what a Trio process costs doing nothing but forwarding
 RELAYS = {
     "naive": ("relays/relay_naive.py",),
@@ -82,6 +84,22 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
         stat = f.read()
     fields = stat[stat.rindex(")") + 2 :].split()  # the command name may contain spaces
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime
+
+
+def tree_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, sys) CPU seconds of ``pid`` and its live children: the workers of
+    ``serve --workers N`` are children of the process the bench started, and their time
+    reaches the parent's /proc/<pid>/stat only once they have exited."""
+    user, sys_ = cpu_seconds(pid)
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        kids = []
+    for kid in kids:
+        with contextlib.suppress(OSError, ValueError):
+            u, s = cpu_seconds(int(kid))
+            user, sys_ = user + u, sys_ + s
+    return user, sys_
 
 
 def busy_seconds() -> tuple[float, float]:
@@ -552,9 +570,13 @@ class ProxyProcess(Target):
         max_connections: int,
         pool_mode: str = "session",
         tree: tuple[str, Path] | None = None,
+        workers: int = 1,
     ) -> None:
-        self.name = pool_mode if tree is None else f"{pool_mode}@{tree[0]}"
+        self.name = pool_mode if workers == 1 else f"{pool_mode}-w{workers}"
+        if tree is not None:
+            self.name += f"@{tree[0]}"
         self.tree = tree
+        self.workers = workers
         self.pool_mode = pool_mode
         self.workdir = workdir
         self.upstream_port = upstream_port
@@ -563,23 +585,17 @@ class ProxyProcess(Target):
         self.log_path = workdir / f"proxy-{self.name}.log"
 
     def command(self) -> list[str]:
+        args = ["serve", "--config", str(self.config_path), "--log-level", "info"]
+        if self.workers != 1:  # not passed otherwise: a --tree checkout may predate it
+            args += ["--workers", str(self.workers)]
         if self.tree is not None:
             # another checkout's code, this venv's packages: an A/B of two commits
-            return [
-                sys.executable,
-                "-m",
-                "tainted_proxy",
-                "serve",
-                "--config",
-                str(self.config_path),
-                "--log-level",
-                "info",
-            ]
+            return [sys.executable, "-m", "tainted_proxy", *args]
         exe = Path(sys.executable).parent / "tainted-proxy"
         if not exe.exists():
             exe = REPO / ".venv" / "bin" / "tainted-proxy"
         base = [str(exe)] if exe.exists() else [sys.executable, "-m", "tainted_proxy"]
-        return [*base, "serve", "--config", str(self.config_path), "--log-level", "info"]
+        return [*base, *args]
 
     def start(self) -> None:
         self.port = free_port()
@@ -623,7 +639,7 @@ pool_mode = "{self.pool_mode}"
     def describe(self) -> str:
         return (
             f"tainted-proxy, {self.pool_mode} mode, on {HOST}:{self.port} (pid {self.pid}, "
-            f"upstream.max_connections={self.max_connections})"
+            f"upstream.max_connections={self.max_connections}, workers={self.workers})"
         )
 
     def log_tail(self, n: int = 30) -> str:
@@ -637,7 +653,11 @@ pool_mode = "{self.pool_mode}"
             lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return []
-        return [ln for ln in lines if not re.search(r" INFO .*listening on ", ln)]
+        return [
+            ln
+            for ln in lines
+            if not re.search(r" INFO .*(listening on |event=workers_started)", ln)
+        ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -694,14 +714,14 @@ def run_one(
     mysqld_pid = srv.pid
     pid = target.pid
     zero = (0.0, 0.0)
-    p0 = cpu_seconds(pid) if pid else zero
+    p0 = tree_cpu_seconds(pid) if pid else zero
     m0 = sum(cpu_seconds(mysqld_pid)) if mysqld_pid else None
     c0, b0 = children_cpu_seconds(), busy_seconds()
     t0 = time.monotonic()
     res = load.run(target.port, threads, seconds)
     wall = time.monotonic() - t0
     c1, b1 = children_cpu_seconds(), busy_seconds()
-    p1 = cpu_seconds(pid) if pid and target.alive() else p0
+    p1 = tree_cpu_seconds(pid) if pid and target.alive() else p0
     m1 = sum(cpu_seconds(mysqld_pid)) if mysqld_pid and srv.running else None
     other = None
     if m0 is not None and m1 is not None:
@@ -896,12 +916,15 @@ def run_bench(args: argparse.Namespace) -> int:
                     t: Target = Direct(srv.port)
                 elif name in RELAYS:
                     t = RelayProcess(name, srv.port)
-                elif name in PROXY_MODES:
-                    t = ProxyProcess(workdir, srv.port, upstream_max, name)
-                elif name.partition("@")[0] in PROXY_MODES:
-                    mode, _, tree = name.partition("@")
+                elif (m := PROXY_TARGET.match(name)) and m["mode"] in PROXY_MODES:
+                    tree = m["tree"]
                     t = ProxyProcess(
-                        workdir, srv.port, upstream_max, mode, (tree, args.trees[tree])
+                        workdir,
+                        srv.port,
+                        upstream_max,
+                        m["mode"],
+                        None if tree is None else (tree, args.trees[tree]),
+                        int(m["workers"] or 1),
                     )
                 else:
                     t = args.endpoints[name]
@@ -1058,7 +1081,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_TARGETS,
         help="comma-separated, run interleaved in this order (rotating per round): direct, "
         f"the byte relays {', '.join(RELAYS)}, tainted-proxy in {', '.join(PROXY_MODES)} "
-        f"mode, and --endpoint names (default: {DEFAULT_TARGETS})",
+        "mode (MODE-wN: with --workers N, e.g. transaction-w2), and --endpoint names "
+        f"(default: {DEFAULT_TARGETS})",
     )
     p.add_argument(
         "--tree",
@@ -1114,7 +1138,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.targets += [n for n in args.endpoints if n not in args.targets]
     known = {"direct", *RELAYS, *PROXY_MODES, *args.endpoints}
     known |= {f"{m}@{t}" for m in PROXY_MODES for t in args.trees}
-    unknown = [x for x in args.targets if x not in known]
+
+    def is_known(x: str) -> bool:
+        m = PROXY_TARGET.match(x)
+        proxy = m is not None and m["mode"] in PROXY_MODES
+        return x in known or (proxy and (m["tree"] is None or m["tree"] in args.trees))
+
+    unknown = [x for x in args.targets if not is_known(x)]
     if unknown or len(set(args.targets)) != len(args.targets):
         p.error(f"--targets: unknown or repeated {unknown or args.targets}; known: {sorted(known)}")
     # every target keeps its upstream connections while the others run: direct clients,

@@ -8,10 +8,12 @@ server version, collations, the settings baseline), then accepts clients.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import ssl
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 
 import trio
@@ -30,9 +32,10 @@ from tainted_proxy.config import Config, ConfigError, load_config
 from tainted_proxy.frontend import watchdog
 from tainted_proxy.frontend.client import Client, holds_work
 from tainted_proxy.frontend.handshake import PROXY_CAPABILITIES, SEMANTIC_CAPABILITIES
-from tainted_proxy.frontend.listener import Listener, bind
+from tainted_proxy.frontend.listener import FIRST_CLIENT_ID, Listener, bind
 from tainted_proxy.net import ConnectionClosed
 from tainted_proxy.pool.pool import Pool, PoolKey
+from tainted_proxy.pool.shared import SharedBudget
 from tainted_proxy.wire.constants import DEFAULT_CHARSET_ID
 from tainted_proxy.wire.errors import ProtocolError
 from tainted_proxy.wire.packets import com_query
@@ -43,6 +46,21 @@ DEFAULT_SERVER_VERSION = "5.5.5-10.11.0-MariaDB-tainted-proxy"
 HISTORY_INTERVAL = 5.0  # seconds between samples of the multiplexing ratio
 _LOGIN_REFUSED = frozenset((1044, 1045, 1698, 1251, 1275))
 _START_ERRORS = (UpstreamError, OSError, ConnectionClosed, ProtocolError, trio.TooSlowError)
+#: a worker whose parent is gone (killed with SIGKILL) shuts down within this
+PARENT_WATCH = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRole:
+    """This process is worker ``index`` of ``count`` (``serve --workers``, tainted_proxy.
+    workers): it shares the upstream budget in ``shared_path`` with the others, gives
+    out the client ids ``≡ index (mod count)``, serves the admin endpoint on its port +
+    ``index``, and stops when the parent ``parent_pid`` is gone."""
+
+    index: int
+    count: int
+    shared_path: str
+    parent_pid: int
 
 
 def _caps_by_upstream_user(config: Config) -> dict[str, int]:
@@ -75,8 +93,10 @@ class Proxy:
         config: Config,
         config_path: str | None = None,
         reconfigure: Callable[[Config], Config] = lambda c: c,
+        worker: WorkerRole | None = None,
     ) -> None:
         self.config = config
+        self.worker = worker
         #: SIGHUP reads this file again; ``reconfigure`` re-applies command-line overrides
         self.config_path = config_path
         self.reconfigure = reconfigure
@@ -89,6 +109,14 @@ class Proxy:
             tls=up.tls,
             tls_ca=up.tls_ca,
         )
+        shared = None
+        if worker is not None:
+            shared = SharedBudget(
+                worker.shared_path,
+                worker.index,
+                up.max_connections,
+                _caps_by_upstream_user(config),
+            )
         self.pool = Pool(
             self._open_upstream,
             max_connections=up.max_connections,
@@ -96,6 +124,7 @@ class Proxy:
             idle_timeout=config.pool.idle_timeout,
             max_lifetime=config.pool.max_lifetime,
             health_check_idle=config.pool.health_check_idle,
+            budget=shared,
         )
         self.catalog = Catalog(server_version=config.proxy.server_version or DEFAULT_SERVER_VERSION)
         self.accounting = Accounting(config.admin.ledger_entries_per_user)
@@ -166,6 +195,20 @@ class Proxy:
             if s.up is not None and s.up.thread_id == ident:
                 return s
         return None
+
+    def elsewhere(self, ident: int) -> str | None:
+        """Why ``ident``, unknown here, may still be a session: another worker gave it
+        out (ids are ``≡ worker index (mod workers)``); None with one worker."""
+        w = self.worker
+        if w is None or ident < FIRST_CLIENT_ID:
+            return None
+        owner = (ident - FIRST_CLIENT_ID) % w.count
+        if owner == w.index:
+            return None
+        return (
+            f"it belongs to tainted-proxy worker {owner} of {w.count}; with proxy.workers "
+            "> 1, KILL reaches sessions of the worker the client is connected to only"
+        )
 
     # -- upstream ------------------------------------------------------------------------
     async def own_connection(self, user: str) -> ServerConn:
@@ -242,7 +285,13 @@ class Proxy:
             return None
         from tainted_proxy.admin import http as admin_http
 
-        return admin_http.bind(self.config.admin.listen)
+        listen = self.config.admin.listen
+        if self.worker is not None and self.config.admin.listen_port:
+            # one admin endpoint per worker, each showing its own process
+            host = self.config.admin.listen_host
+            host = f"[{host}]" if ":" in host else host
+            listen = f"{host}:{self.config.admin.listen_port + self.worker.index}"
+        return admin_http.bind(listen)
 
     async def _start_admin(self, nursery: trio.Nursery, sock: socket.socket) -> None:
         from tainted_proxy.admin import http as admin_http
@@ -284,9 +333,18 @@ class Proxy:
                 self._upstream_text(),
                 str(exc),
             )
-        lsock = bind(self.config.proxy.listen)
+        lsock = bind(self.config.proxy.listen, reuse_port=self.worker is not None)
         self.port = lsock.getsockname()[1]
-        log.info("tainted-proxy listening on %s:%s", *lsock.getsockname()[:2])
+        if self.worker is None:
+            log.info("tainted-proxy listening on %s:%s", *lsock.getsockname()[:2])
+        else:
+            log.info(
+                "tainted-proxy worker %d of %d (pid %d) listening on %s:%s",
+                self.worker.index,
+                self.worker.count,
+                os.getpid(),
+                *lsock.getsockname()[:2],
+            )
         try:
             admin_sock = self._bind_admin()
         except OSError:
@@ -304,9 +362,14 @@ class Proxy:
                     nursery.start_soon(self._probe_until_up)
                 if handle_signals:
                     nursery.start_soon(self._signals)
+                if self.worker is not None:
+                    nursery.start_soon(self._watch_parent, self.worker.parent_pid)
                 task_status.started(self.port)
+                first, step = FIRST_CLIENT_ID, 1
+                if self.worker is not None:
+                    first, step = FIRST_CLIENT_ID + self.worker.index, self.worker.count
                 with self._accepting:
-                    await Listener(self, lsock).accept_loop(nursery)
+                    await Listener(self, lsock, first, step).accept_loop(nursery)
                 lsock.close()
                 await self._drain()
                 nursery.cancel_scope.cancel()
@@ -361,6 +424,14 @@ class Proxy:
             log.warning("event=shutdown_kill_failed error=%r", str(exc))
         return killed
 
+    async def _watch_parent(self, parent_pid: int) -> None:
+        """A worker outliving its parent (killed without forwarding a signal) would
+        serve on with nobody to stop it: shut down gracefully instead."""
+        while os.getppid() == parent_pid:
+            await trio.sleep(PARENT_WATCH)
+        log.warning("event=shutdown_started signal=parent_gone sessions=%d", len(self.sessions))
+        self.request_shutdown()
+
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
             async for sig in sigs:
@@ -395,6 +466,7 @@ class Proxy:
             name
             for name, old, now in (
                 ("proxy.listen", self.config.proxy.listen, new.proxy.listen),
+                ("proxy.workers", self.config.proxy.workers, new.proxy.workers),
                 ("upstream", self.config.upstream.model_dump(), new.upstream.model_dump()),
             )
             if old != now
@@ -403,6 +475,7 @@ class Proxy:
             log.warning("event=reload_needs_restart changed=%s (kept as they were)", kept)
             data = new.model_dump()
             data["proxy"]["listen"] = self.config.proxy.listen
+            data["proxy"]["workers"] = self.config.proxy.workers
             data["upstream"] = self.config.upstream.model_dump()
             new = type(new).model_validate(data)
         self.config = new

@@ -9,7 +9,7 @@ import sys
 def _serve(args: argparse.Namespace) -> int:
     import trio
 
-    from tainted_proxy.app import Proxy
+    from tainted_proxy.app import Proxy, WorkerRole
     from tainted_proxy.config import Config, ConfigError, load_config
     from tainted_proxy.logs import configure
 
@@ -19,6 +19,7 @@ def _serve(args: argparse.Namespace) -> int:
             upstream_host=args.upstream_host,
             upstream_port=args.upstream_port,
             max_connections=args.max_connections,
+            workers=args.workers,
         )
 
     try:
@@ -30,8 +31,21 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    configure(args.log_level or cfg.log.level, args.log_format or cfg.log.format)
-    proxy = Proxy(cfg, config_path=args.config, reconfigure=overrides)
+    role = None
+    if args.worker_index is not None:
+        role = WorkerRole(
+            args.worker_index, args.worker_count, args.worker_shared, args.worker_parent
+        )
+    configure(
+        args.log_level or cfg.log.level,
+        args.log_format or cfg.log.format,
+        worker=None if role is None else role.index,
+    )
+    if role is None and cfg.proxy.workers > 1:
+        from tainted_proxy.workers import supervise
+
+        return supervise(args.argv, cfg.proxy.listen, cfg.proxy.workers)
+    proxy = Proxy(cfg, config_path=args.config, reconfigure=overrides, worker=role)
 
     async def main() -> None:
         await proxy.serve(handle_signals=True)
@@ -128,6 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--upstream-port", type=int, help="override upstream.port")
     serve.add_argument("--max-connections", type=int, help="override upstream.max_connections")
     serve.add_argument(
+        "--workers",
+        type=int,
+        help="override proxy.workers: worker processes sharing the port and the upstream "
+        "budget (1..64, default 1)",
+    )
+    # set by the parent of --workers N on each worker's command line (tainted_proxy.workers)
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-count", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-shared", help=argparse.SUPPRESS)
+    serve.add_argument("--worker-parent", type=int, help=argparse.SUPPRESS)
+    serve.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         help="override [log] level (default: info)",
@@ -175,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "report --help`)",
     )
     args = parser.parse_args(argv)
+    args.argv = argv  # serve --workers N starts its workers with the same arguments
     return int(args.func(args))
 
 

@@ -202,6 +202,9 @@ class ProxySection(BaseModel):
     #: next logins are refused (ERR 1129) until the window passes; 0 = never
     max_login_failures: int = Field(10, ge=0)
     login_failure_window: Seconds = 60.0
+    #: worker processes accepting on ``listen`` (SO_REUSEPORT), sharing one upstream
+    #: budget (tainted_proxy.workers); 1 = the single process, nothing shared
+    workers: int = Field(1, ge=1, le=64)
 
     @field_validator("listen")
     @classmethod
@@ -546,6 +549,7 @@ class Config(BaseModel):
         upstream_host: str | None = None,
         upstream_port: int | None = None,
         max_connections: int | None = None,
+        workers: int | None = None,
     ) -> Config:
         """A copy with command-line overrides applied and validated (``None`` = keep).
 
@@ -563,6 +567,8 @@ class Config(BaseModel):
             data["upstream"]["unix_socket"] = ""
         if max_connections is not None:
             data["upstream"]["max_connections"] = max_connections
+        if workers is not None:
+            data["proxy"]["workers"] = workers
         return _validate(data, "command-line overrides", None)
 
 

@@ -31,6 +31,10 @@ def fields(message: str) -> dict[str, str]:
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.worker = worker
+
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         doc: dict[str, object] = {
@@ -39,6 +43,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
         }
+        if self.worker is not None:
+            doc["worker"] = self.worker
         pairs = fields(message) if message.startswith("event=") else {}
         if pairs:
             doc.update(pairs)
@@ -49,13 +55,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
-def configure(level: str = "info", fmt: str = "text") -> None:
-    """Set up the root logger for ``tainted-proxy serve``."""
+def configure(level: str = "info", fmt: str = "text", worker: int | None = None) -> None:
+    """Set up the root logger for ``tainted-proxy serve``; ``worker``: this process is
+    that worker of ``serve --workers N`` (every line says which)."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(worker))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        tag = "" if worker is None else f"[worker {worker}]"
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper()))

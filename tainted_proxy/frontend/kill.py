@@ -78,7 +78,11 @@ async def com_process_kill(cl: Client, payload: bytes, seq: int) -> None:
 async def kill_id(cl: Client, target_id: int, query_only: bool) -> None:
     target = cl.services.find_session(target_id)
     if target is None or target.user != cl.user:
-        await cl.io.send_error(ER_NO_SUCH_THREAD, "HY000", f"Unknown thread id: {target_id}", 1)
+        message = f"Unknown thread id: {target_id}"
+        note = cl.services.elsewhere(target_id) if target is None else None
+        if note is not None:
+            message += f" ({note})"
+        await cl.io.send_error(ER_NO_SUCH_THREAD, "HY000", message, 1)
         return
     assert cl.login is not None
     if target is cl:

@@ -26,11 +26,15 @@ log = logging.getLogger("tainted_proxy")
 FIRST_CLIENT_ID = 2_000_000_000
 
 
-def bind(listen: str) -> socket.socket:
+def bind(listen: str, reuse_port: bool = False) -> socket.socket:
+    """The listening socket. ``reuse_port``: several worker processes bind the same
+    address and the kernel spreads new connections over them (SO_REUSEPORT)."""
     host, port = parse_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(4096)
     sock.setblocking(False)
@@ -38,10 +42,18 @@ def bind(listen: str) -> socket.socket:
 
 
 class Listener:
-    def __init__(self, services: Services, sock: socket.socket) -> None:
+    def __init__(
+        self,
+        services: Services,
+        sock: socket.socket,
+        first_id: int = FIRST_CLIENT_ID,
+        step: int = 1,
+    ) -> None:
         self.services = services
         self.sock = sock
-        self._ids = itertools.count(FIRST_CLIENT_ID)
+        # with several workers, worker i gives out first + i, + N, ...: ids stay unique
+        # across the workers without asking each other
+        self._ids = itertools.count(first_id, step)
 
     async def accept_loop(self, nursery: trio.Nursery) -> None:
         svc = self.services

@@ -72,6 +72,18 @@ class Budget:
             key.user
         )
 
+    def try_reserve(self, key: PoolKey) -> bool:
+        """Reserve a slot for ``key`` if the caps allow it (one call, so a budget shared
+        between processes can check and count under one lock: pool.shared)."""
+        if not self.can_open(key):
+            return False
+        self.reserve(key)
+        return True
+
+    def cap_text(self) -> str:
+        """The count against the cap, for error messages."""
+        return f"{self.total}/{self.max_connections} open"
+
     def reserve(self, key: PoolKey) -> None:
         self.total += 1
         self.by_user[key.user] = self.by_user.get(key.user, 0) + 1
@@ -191,3 +203,51 @@ def due_for_check(idle: Mapping[PoolKey, Sequence[C]], now: float, every: float)
     ]
     due.sort(key=lambda c: max(c.last_used, c.checked_at))
     return due
+
+
+# -- several worker processes sharing one budget (pool.shared executes these) -----------
+
+
+def fair_share(cap: int, demanding: int) -> int:
+    """A worker's share of the global cap while ``demanding`` workers have clients
+    waiting (rounded up, so the shares cover the whole cap)."""
+    return -(-cap // max(demanding, 1))
+
+
+def may_reserve(
+    total: int,
+    cap: int,
+    user_count: int,
+    user_cap: int,
+    mine: int,
+    others_short: int,
+    demanding: int,
+) -> bool:
+    """May a worker holding ``mine`` slots take one more? Under the global and per-login
+    caps (counted over all workers), and, while other workers have clients short of a
+    slot (``others_short``), only below its fair share among the ``demanding`` workers
+    (itself included): a worker already holding its share leaves free slots to the
+    others, so none starves while another grows."""
+    if total >= cap or user_count >= user_cap:
+        return False
+    return others_short <= 0 or mine < fair_share(cap, demanding)
+
+
+def short_of_slots(waiting: int, leaving: int) -> int:
+    """Clients of a worker that no slot on its way will serve: those it asks the other
+    workers to make room for (each of its closes under way frees one for it)."""
+    return max(0, waiting - leaving)
+
+
+def idle_to_yield(others_short: int, yielding: int, idle: int) -> int:
+    """How many of its idle connections a worker closes for other workers' waiters:
+    what they are short of, minus the closes already under way for them (any worker's),
+    at most what it holds idle."""
+    return max(0, min(idle, others_short - yielding))
+
+
+def yield_on_release(others_short: int, yielding: int, mine: int, share: int) -> bool:
+    """A connection comes back while this worker has waiters of its own: close it for
+    another worker's waiter instead, when that worker is short, no close under way
+    covers it, and this worker holds more than its fair share."""
+    return others_short > yielding and mine > share

@@ -26,6 +26,7 @@ from tainted_proxy.backend.server import ServerConn, UpstreamError
 from tainted_proxy.net import ConnectionClosed
 from tainted_proxy.pool import budget as decide
 from tainted_proxy.pool.budget import Budget, PoolKey, Want
+from tainted_proxy.pool.shared import SharedBudget
 from tainted_proxy.wire.errors import ProtocolError
 from tainted_proxy.wire.packets import com_ping
 
@@ -44,6 +45,10 @@ CLOSE_GRACE = 0.01
 #: how long a health check's COM_PING may take before the connection counts as dead
 PING_TIMEOUT = 2.0
 JANITOR_EVERY = 1.0
+#: several workers (pool.shared): how often a worker with clients waiting looks for a
+#: slot another worker freed, and how often the others look whether someone is short
+SHARE_POLL_WAITING = 0.005
+SHARE_POLL = 0.02
 
 
 class PoolTimeout(Exception):
@@ -95,9 +100,17 @@ class Pool:
         max_lifetime: float = 3600.0,
         health_check_idle: float = 30.0,
         close_wait: float = CLOSE_WAIT,
+        budget: SharedBudget | None = None,
     ) -> None:
         self._opener = opener
-        self.budget = Budget(max_connections, per_user_max or {})
+        #: with several workers, the budget they share (``_share`` runs then); else the
+        #: in-process one, and nothing of the sharing runs
+        self.budget: Budget | SharedBudget = (
+            budget if budget is not None else Budget(max_connections, per_user_max or {})
+        )
+        self.shared = budget
+        #: closed for other workers' waiters, slot not yet freed (``shared`` only)
+        self.yielding: set[ServerConn] = set()
         self.idle_timeout = idle_timeout
         self.max_lifetime = max_lifetime
         self.health_check_idle = health_check_idle
@@ -119,6 +132,8 @@ class Pool:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._janitor)
+            if self.shared is not None:
+                nursery.start_soon(self._share, self.shared)
             task_status.started()
             await trio.sleep_forever()
 
@@ -149,9 +164,11 @@ class Pool:
         the server (all count against the cap)."""
         return self.budget.total
 
-    def _reserve(self, key: PoolKey) -> None:
-        self.budget.reserve(key)
+    def _try_reserve(self, key: PoolKey) -> bool:
+        if not self.budget.try_reserve(key):
+            return False
         self.stats.peak_open = self.budget.peak
+        return True
 
     # -- acquire -----------------------------------------------------------------
     async def acquire(
@@ -172,9 +189,11 @@ class Pool:
         if conn is not None:
             return conn
         # Waiters only remain while no slot they may use is free (a freed slot is
-        # handed out at once), so opening here never jumps the queue.
-        if self.budget.can_open(key):
-            self._reserve(key)
+        # handed out at once), so opening here never jumps the queue. Another worker's
+        # freed slot is seen only by looking: the waiters look first.
+        if self.shared is not None and self.waiters:
+            self._grant_free_slots()
+        if self._try_reserve(key):
             return await self._open(key)
         # At the cap: queue first, then close idle connections of other keys for the
         # queue (``_hand_out_slot``); their slots come free when the server has let go
@@ -246,6 +265,8 @@ class Pool:
         self.waiters.append(waiter)
         self.stats.waited += 1
         self._hand_out_slot()
+        if self.shared is not None:
+            self._publish(self.shared)
         started = time.monotonic()
         try:
             with trio.move_on_after(timeout):
@@ -261,7 +282,7 @@ class Pool:
             self.stats.wait_timeouts += 1
             raise PoolTimeout(
                 f"no upstream connection available within {timeout:g}s "
-                f"({self.total}/{self.max_connections} open, "
+                f"({self.budget.cap_text()}, "
                 f"{len(self.in_use)} in use, {len(self.waiters)} clients waiting; "
                 "raise upstream.max_connections or pool.checkout_timeout)"
             )
@@ -337,6 +358,8 @@ class Pool:
         if exact_ahead:
             self.stats.exact_hits += 1
         if isinstance(w, _Waiter):
+            if self.shared is not None and self._yield_on_release(self.shared, conn):
+                return
             self.waiters.remove(w)
             w.conn = conn
             self.in_use.add(conn)
@@ -365,9 +388,8 @@ class Pool:
 
     def _grant_free_slots(self) -> None:
         for w in list(self.waiters):
-            if self.budget.can_open(w.key):
+            if self._try_reserve(w.key):
                 self.waiters.remove(w)
-                self._reserve(w.key)
                 w.permit = True
                 w.event.set()
 
@@ -420,6 +442,68 @@ class Pool:
         if isinstance(key, PoolKey):
             self.budget.unreserve(key)
             conn.key = None  # never counted twice
+        if self.yielding and conn in self.yielding:
+            self.yielding.discard(conn)
+            if self.shared is not None:
+                self._publish(self.shared)
+
+    # -- several workers (pool.shared) --------------------------------------------------
+    async def _share(self, shared: SharedBudget) -> None:
+        """Look at the other workers: take slots they freed for this worker's waiters,
+        say how many of them no slot serves, and close idle connections for theirs.
+        Polled: a few words of shared memory, every SHARE_POLL_WAITING seconds while
+        clients wait here, every SHARE_POLL otherwise."""
+        try:
+            while True:
+                await trio.sleep(SHARE_POLL_WAITING if self.waiters else SHARE_POLL)
+                if self._closing:
+                    continue
+                # a slot another worker freed: one unlocked read first, the lock only
+                # when there is room
+                if self.waiters and shared.global_total() < shared.max_connections:
+                    self._grant_free_slots()
+                self._publish(shared)
+                self._yield_idle(shared)
+        finally:
+            shared.publish(short=0, idle=0, waiting=0, yielding=0)
+
+    def _publish(self, shared: SharedBudget) -> None:
+        shared.publish(
+            short=decide.short_of_slots(len(self.waiters), len(self.leaving)),
+            idle=self.idle_count,
+            waiting=len(self.waiters),
+            yielding=len(self.yielding),
+        )
+
+    def _yield_idle(self, shared: SharedBudget) -> None:
+        """Other workers' clients are short of a slot: close this worker's oldest idle
+        connections for them (their slots come free once the server has let go)."""
+        v = shared.view()
+        n = decide.idle_to_yield(v.others_short, v.yielding, self.idle_count)
+        for _ in range(n):
+            key = min(
+                (k for k, st in self.idle.items() if st), key=lambda k: self.idle[k][0].last_used
+            )
+            conn = self.idle[key].pop(0)
+            self.yielding.add(conn)
+            if self._close(conn):
+                self.yielding.discard(conn)
+        if n:
+            self._publish(shared)
+
+    def _yield_on_release(self, shared: SharedBudget, conn: ServerConn) -> bool:
+        """``conn`` came back and a waiter here could take it: close it instead when
+        another worker is short and this one holds more than its fair share."""
+        v = shared.view()
+        share = decide.fair_share(self.max_connections, v.demanding)
+        if not decide.yield_on_release(v.others_short, v.yielding, self.total, share):
+            return False
+        self.yielding.add(conn)
+        if self._close(conn):
+            self.yielding.discard(conn)
+            self._hand_out_slot()
+        self._publish(shared)
+        return True
 
     # -- janitor -----------------------------------------------------------------
     async def _janitor(self) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,10 +15,9 @@ import pymysql
 import pytest
 
 from tainted_proxy.testing.mariadb import MariaDBServer
+from tainted_proxy.testing.serving import BIN, Serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-BIN = [sys.executable, "-m", "tainted_proxy"]
 
 
 def free_port() -> int:
@@ -58,50 +56,6 @@ upstream_password = "app-secret"
 """
     )
     return path
-
-
-class Serving:
-    def __init__(self, config: Path, port: int, *args: str) -> None:
-        self.port = port
-        self.proc = subprocess.Popen(
-            [*BIN, "serve", "--config", str(config), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def wait_listening(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"proxy exited: {self.proc.stderr.read()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("proxy not listening")
-
-    def connect(self, password: str = "app-secret", **kw) -> pymysql.connections.Connection:
-        return pymysql.connect(
-            host="127.0.0.1",
-            port=self.port,
-            user="app",
-            password=password,
-            database="test",
-            autocommit=True,
-            read_timeout=30,
-            **kw,
-        )
-
-    def finish(self, timeout: float = 20.0) -> tuple[int, str]:
-        try:
-            _, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-            raise AssertionError(f"proxy did not exit: {err}") from None
-        return self.proc.returncode, err
 
 
 @pytest.fixture

@@ -193,6 +193,17 @@ def test_with_overrides_validates() -> None:
         cfg.with_overrides(max_connections=0)
 
 
+def test_workers_are_1_to_64_and_the_command_line_wins() -> None:
+    assert parse_config(MIN_USER).proxy.workers == 1
+    cfg = parse_config("[proxy]\nworkers = 4\n" + MIN_USER)
+    assert cfg.proxy.workers == 4 and cfg.with_overrides(workers=2).proxy.workers == 2
+    for bad in (0, 65):
+        with pytest.raises(ConfigError, match="proxy.workers"):
+            parse_config(f"[proxy]\nworkers = {bad}\n" + MIN_USER)
+    with pytest.raises(ConfigError, match="proxy.workers"):
+        cfg.with_overrides(workers=65)
+
+
 # ---------------------------------------------------------------------------- passwords
 
 

@@ -1,0 +1,291 @@
+"""`serve --workers N`: worker processes on one port sharing one upstream budget (issue 11).
+
+The proxy runs as a real `tainted-proxy serve --workers 2` process in front of a private
+MariaDB, whose own counters (Max_used_connections, Threads_connected) are the judge of
+the global cap. Which worker serves a client is the kernel's choice (SO_REUSEPORT); a
+client tells from its id: worker i gives out ids ≡ i (mod 2)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from tainted_proxy.frontend.listener import FIRST_CLIENT_ID
+from tainted_proxy.testing import serving
+from tainted_proxy.testing.mariadb import MariaDBServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+CAP = 4
+
+
+def free_port(pair: bool = False) -> int:
+    """A free port (``pair``: and the one after it, for worker 1's admin endpoint)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if not pair:
+            return port
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+
+
+def write_config(path: Path, srv_port: int, port: int, admin: str = "", extra: str = "") -> Path:
+    path.write_text(
+        f"""
+[proxy]
+listen = "127.0.0.1:{port}"
+shutdown_timeout = 5
+workers = 2
+
+[upstream]
+host = "127.0.0.1"
+port = {srv_port}
+max_connections = {CAP}
+connect_timeout = 2
+
+[pool]
+checkout_timeout = 5
+idle_timeout = 600
+health_check_idle = 0
+
+[admin]
+listen = "{admin}"
+
+[users.app]
+password = "app-secret"
+pool_mode = "transaction"
+{extra}
+"""
+    )
+    return path
+
+
+class Serving(serving.Serving):
+    def wait_listening(self, timeout: float = 20.0) -> None:
+        """Until both workers accept (a client of each has been seen)."""
+        deadline = time.monotonic() + timeout
+        seen: set[int] = set()
+        while time.monotonic() < deadline and len(seen) < 2:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"proxy exited: {self.proc.stderr.read()}")
+            try:
+                c = self.connect(connect_timeout=5)
+            except pymysql.MySQLError:
+                time.sleep(0.05)
+                continue
+            seen.add(worker_of(cid(c)))
+            c.close()
+        assert len(seen) == 2, "both workers never answered"
+
+
+def q(c, sql, args=None):
+    with c.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchall()
+
+
+def cid(c) -> int:
+    return int(q(c, "SELECT CONNECTION_ID()")[0][0])
+
+
+def worker_of(client_id: int) -> int:
+    return (client_id - FIRST_CLIENT_ID) % 2
+
+
+def on_worker(p: Serving, worker: int, n: int) -> list[pymysql.connections.Connection]:
+    """``n`` clients the kernel gave to ``worker`` (the others are closed)."""
+    out = []
+    for _ in range(200):
+        c = p.connect()
+        if worker_of(cid(c)) == worker:
+            out.append(c)
+            if len(out) == n:
+                return out
+        else:
+            c.close()
+    raise AssertionError(f"never {n} clients on worker {worker}")
+
+
+class Monitor:
+    """One root connection to the server: Threads_connected sampled in a thread, and
+    Max_used_connections since ``FLUSH STATUS`` (both count this connection too)."""
+
+    def __init__(self, srv: MariaDBServer) -> None:
+        self.conn = srv.connect()
+        q(self.conn, "FLUSH STATUS")  # Max_used_connections starts again from now
+        self.peak_threads = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _status(self, name: str) -> int:
+        with self._lock:
+            return int(q(self.conn, "SHOW GLOBAL STATUS LIKE %s", (name,))[0][1])
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak_threads = max(self.peak_threads, self._status("Threads_connected"))
+
+    def stop(self) -> tuple[int, int]:
+        """(Max_used_connections, peak Threads_connected), minus this connection."""
+        self._stop.set()
+        self._thread.join(5)
+        used = self._status("Max_used_connections")
+        self.conn.close()
+        return used - 1, self.peak_threads - 1
+
+
+@pytest.fixture
+def server(mariadb_factory) -> MariaDBServer:
+    srv = mariadb_factory()
+    srv.create_user("app", "app-secret")
+    srv.execute("CREATE TABLE test.counters (id INT PRIMARY KEY, n INT NOT NULL)")
+    srv.execute("INSERT INTO test.counters VALUES " + ",".join(f"({i}, 0)" for i in range(20)))
+    return srv
+
+
+def test_two_workers_share_one_cap_and_unique_ids_under_load_then_stop_on_sigterm(server, tmp_path):
+    port, admin = free_port(), free_port(pair=True)
+    p = Serving(write_config(tmp_path / "p.toml", server.port, port, f"127.0.0.1:{admin}"), port)
+    p.wait_listening()
+    # one admin endpoint per worker: port + index
+    for w in (0, 1):
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin + w}/metrics", timeout=5) as r:
+            assert r.status == 200
+    mon = Monitor(server)
+    errors: list[BaseException] = []
+    ids: list[int] = []
+    statements = 300
+
+    def client(i: int) -> None:
+        try:
+            c = p.connect()
+            ids.append(cid(c))
+            for k in range(statements // 3):
+                if k % 2:
+                    q(c, "BEGIN")
+                    q(c, "UPDATE counters SET n = n + 1 WHERE id = %s", (i,))
+                    q(c, "COMMIT")
+                else:
+                    assert q(c, "SELECT n >= 0 FROM counters WHERE id = %s", (i,)) == ((1,),)
+                    q(c, "SELECT 1")
+                    q(c, "SELECT 2")
+            c.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(20)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    elapsed = time.monotonic() - t0
+    used, threads_peak = mon.stop()
+    assert not errors, errors[:3]
+    assert used <= CAP and threads_peak <= CAP, (used, threads_peak)
+    assert len(ids) == 20 and len(set(ids)) == 20
+    assert {worker_of(i) for i in ids} == {0, 1}, ids  # both workers served clients
+    rows = server.execute("SELECT SUM(n) FROM test.counters")
+    assert int(rows[0][0]) == 20 * (statements // 6)
+    print(f"20 clients x {statements} statements: {elapsed:.1f}s, server peak {used}")
+    p.proc.send_signal(signal.SIGTERM)
+    code, err = p.finish()
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert err.count("event=shutdown ") == 2 and "event=workers_stopped" in err
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=0.5)
+
+
+def test_a_worker_holding_idle_connections_up_to_the_cap_does_not_starve_the_other(
+    server, tmp_path
+):
+    port = free_port()
+    p = Serving(write_config(tmp_path / "p.toml", server.port, port), port)
+    p.wait_listening()
+    mon = Monitor(server)
+    # worker 0 opens the whole cap, then its clients go idle: 4 idle connections there
+    a = on_worker(p, 0, CAP)
+    for c in a:
+        q(c, "BEGIN")
+        q(c, "SELECT 1")
+    for c in a:
+        q(c, "COMMIT")
+    b = on_worker(p, 1, CAP)
+    t0 = time.monotonic()
+    for c in b:  # each holds its connection: worker 0 must give up all four
+        q(c, "BEGIN")
+        q(c, "SELECT 1")
+    waited = time.monotonic() - t0
+    assert waited < 5, waited  # pool.checkout_timeout
+    for c in b:
+        q(c, "COMMIT")
+    # and back: worker 0's clients get connections while worker 1's sit idle
+    for c in a:
+        q(c, "BEGIN")
+        q(c, "SELECT 1")
+        q(c, "COMMIT")
+    used, threads_peak = mon.stop()
+    assert used <= CAP and threads_peak <= CAP, (used, threads_peak)
+    for c in a + b:
+        c.close()
+    p.proc.send_signal(signal.SIGTERM)
+    code, err = p.finish()
+    assert code == 0, err
+
+
+def test_kill_of_a_session_on_the_other_worker_says_so(server, tmp_path):
+    port = free_port()
+    p = Serving(write_config(tmp_path / "p.toml", server.port, port), port)
+    p.wait_listening()
+    (mine,) = on_worker(p, 0, 1)
+    (other,) = on_worker(p, 1, 1)
+    with pytest.raises(pymysql.MySQLError) as e:
+        q(mine, f"KILL {cid(other)}")
+    assert e.value.args[0] == 1094  # ER_NO_SUCH_THREAD
+    assert "worker 1 of 2" in e.value.args[1]
+    assert q(other, "SELECT 1") == ((1,),)
+    # a session of the same worker is killed as ever
+    (victim,) = on_worker(p, 0, 1)
+    q(mine, f"KILL {cid(victim)}")
+    with pytest.raises(pymysql.MySQLError):
+        q(victim, "SELECT 1")
+    p.proc.send_signal(signal.SIGTERM)
+    code, err = p.finish()
+    assert code == 0, err
+
+
+def test_a_worker_that_cannot_start_stops_the_set_with_its_code(server, tmp_path):
+    port = free_port()
+    cfg = write_config(tmp_path / "p.toml", server.port, port)
+    server.stop()
+    p = Serving(cfg, port, "--fail-fast")
+    code, err = p.finish()
+    assert code == 1 and "event=worker_exited" in err and "Traceback" not in err
+    server.start()
+
+
+def test_sighup_reaches_every_worker(server, tmp_path):
+    port = free_port()
+    cfg = write_config(tmp_path / "p.toml", server.port, port)
+    p = Serving(cfg, port)
+    p.wait_listening()
+    p.proc.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    p.proc.send_signal(signal.SIGTERM)
+    code, err = p.finish()
+    assert code == 0 and err.count("event=reloaded") == 2, err
