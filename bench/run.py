@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -132,6 +133,19 @@ def stop_process(proc: subprocess.Popen[Any] | None, *, first: int = signal.SIGT
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         proc.wait()
+
+
+def command_line(script: str | None = None, argv: list[str] | None = None) -> str:
+    """The command to paste to run this again: the interpreter's own argv, or, when a suite
+    runner called ``main(argv)`` in-process, ``script`` with ``argv``."""
+    if argv is not None and script is not None:
+        return shlex.join([".venv/bin/python", script, *argv])
+    return shlex.join(
+        [
+            os.path.relpath(a, Path.cwd()) if i == 0 and os.path.isabs(a) else a
+            for i, a in enumerate(sys.orig_argv)
+        ]
+    )
 
 
 def med_range(values: list[float], fmt: str = "{:,.0f}") -> str:
@@ -549,8 +563,16 @@ class ProxyProcess(Target):
         max_connections: int,
         pool_mode: str = "session",
         tree: tuple[str, Path] | None = None,
+        *,
+        max_client_connections: int = 10000,
+        admin: bool = False,
     ) -> None:
         self.name = pool_mode if tree is None else f"{pool_mode}@{tree[0]}"
+        self.max_client_connections = max_client_connections
+        # off by default: run.py measures the hot path, and an HTTP server idling in the
+        # proxy's nursery is not part of it; bench/orm.py reads the counters through it
+        self.admin = admin
+        self.admin_port = 0
         self.tree = tree
         self.pool_mode = pool_mode
         self.workdir = workdir
@@ -580,9 +602,12 @@ class ProxyProcess(Target):
 
     def start(self) -> None:
         self.port = free_port()
+        self.admin_port = free_port() if self.admin else 0
+        admin_listen = f"{HOST}:{self.admin_port}" if self.admin else ""
         self.config_path.write_text(
             f"""[proxy]
 listen = "{HOST}:{self.port}"
+max_client_connections = {self.max_client_connections}
 
 [upstream]
 host = "{HOST}"
@@ -594,7 +619,7 @@ default_mode = "session"
 checkout_timeout = 30.0
 
 [admin]
-listen = ""
+listen = "{admin_listen}"
 
 [users.{USER}]
 password = "{PASSWORD}"
@@ -602,9 +627,11 @@ pool_mode = "{self.pool_mode}"
 """
         )
         with open(self.log_path, "ab") as log:
-            env = None
-            if self.tree is not None:
-                env = {**os.environ, "PYTHONPATH": str(self.tree[1])}
+            # the code of the checkout asked for (this one by default), not whatever the
+            # venv's editable install points at: a worktree sharing another checkout's venv
+            # would otherwise benchmark the other checkout
+            tree = self.tree[1] if self.tree is not None else REPO
+            env = {**os.environ, "PYTHONPATH": str(tree)}
             self.proc = subprocess.Popen(
                 self.command(),
                 stdin=subprocess.DEVNULL,
@@ -622,6 +649,15 @@ pool_mode = "{self.pool_mode}"
             f"tainted-proxy, {self.pool_mode} mode, on {HOST}:{self.port} (pid {self.pid}, "
             f"upstream.max_connections={self.max_connections})"
         )
+
+    def admin_json(self, route: str = "/stats") -> dict[str, Any]:
+        """A JSON view of the admin endpoint (``admin=True``), e.g. ``/stats``: the proxy's
+        own counters (pins, checkouts, sub-pool hits, the pool's peak)."""
+        if not self.admin_port:
+            raise RuntimeError("the proxy was started without its admin endpoint")
+        url = f"http://{HOST}:{self.admin_port}{route}"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return dict(json.load(resp))
 
     def log_tail(self, n: int = 30) -> str:
         try:
@@ -947,12 +983,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     rows = summarize(bench)
     table = markdown(rows)
-    command = shlex.join(
-        [
-            os.path.relpath(a, Path.cwd()) if i == 0 and os.path.isabs(a) else a
-            for i, a in enumerate(sys.orig_argv)
-        ]
-    )
+    command = command_line()
     print(
         f"\n## oltp_point_select, ps-mode={args.ps_mode}, "
         f"{args.rounds} rounds x {args.seconds} s, interleaved\n"
