@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import multiprocessing as mp
 import resource
 import shutil
@@ -62,11 +61,13 @@ from run import (  # noqa: E402
     command_line,
     environment,
     med_range,
+    ratio_cell,
     run_one,
+    script_main,
     sigterm_as_interrupt,
 )
 
-from tainted_proxy.testing.mariadb import MariaDBNotFound, MariaDBServer  # noqa: E402
+from tainted_proxy.testing.mariadb import MariaDBServer  # noqa: E402
 
 SCRIPT = "bench/many_clients.py"
 SERVER_MAX_CONNECTIONS = 151  # MariaDB's default
@@ -395,11 +396,7 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for r in result["summary"]:
         ratios = r["ratio_to_base"]
-        ratio = (
-            f"**{med_range(ratios, '{:.2f}')}** ({', '.join(f'{x:.2f}' for x in ratios)})"
-            if ratios
-            else "–"
-        )
+        ratio = ratio_cell(ratios)
         p95 = f"{statistics.median(r['p95_ms']):.2f}" if r["p95_ms"] else "–"
         peak = "–" if r["upstream_peak"] is None else f"**{r['upstream_peak']}** ≤ {UPSTREAM_MAX}"
         rss = "–" if r["rss_peak_mb"] is None else f"{r['rss_peak_mb']:.1f}"
@@ -479,29 +476,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        result = run_many_clients(args)
-    except MariaDBNotFound as exc:
-        print(f"error: MariaDB not available: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopped everything", file=sys.stderr)
-        return 130
-    print()
-    print(report(result))
-    if result["proxy_log_problems"]:
-        print("\nproxy log lines above INFO:")
-        for line in result["proxy_log_problems"]:
-            print(f"    {line}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"raw results: {args.json}")
-    print(f"RESULT: {'ok' if result['ok'] else 'FAILED'}")
-    return 0 if result["ok"] else 1
+    return script_main(parse_args(argv), run_many_clients, report)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,6 +157,45 @@ def med_range(values: list[float], fmt: str = "{:,.0f}") -> str:
         f"{fmt.format(statistics.median(values))} "
         f"({fmt.format(min(values))}–{fmt.format(max(values))})"
     )
+
+
+def ratio_cell(ratios: list[float]) -> str:
+    """A table cell: the median ratio (min-max) in bold, then every round's ratio."""
+    if not ratios:
+        return "–"
+    return f"**{med_range(ratios, '{:.2f}')}** ({', '.join(f'{x:.2f}' for x in ratios)})"
+
+
+def script_main(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    report: Callable[[dict[str, Any]], str],
+) -> int:
+    """The end of a suite script's ``main``: run it, print its report and the proxy's log
+    problems, save ``--json``; exit status 0 when ``result["ok"]``, 2 without MariaDB, 1 on
+    an error, 130 on Ctrl-C (what it started is stopped by then)."""
+    try:
+        result = run(args)
+    except MariaDBNotFound as exc:
+        print(f"error: MariaDB not available: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, OSError, MariaDBError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopped everything", file=sys.stderr)
+        return 130
+    print()
+    print(report(result))
+    if result.get("proxy_log_problems"):
+        print("\nproxy log warnings and errors:")
+        for line in result["proxy_log_problems"]:
+            print(f"    {line}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"raw results: {args.json}")
+    print(f"RESULT: {'ok' if result['ok'] else 'FAILED'}")
+    return 0 if result["ok"] else 1
 
 
 def percentile(samples: list[float], p: float) -> float | None:
