@@ -201,7 +201,7 @@ def _client_worker(
     results: Any,
 ) -> None:
     """Import and set up the ORM (not timed), wait for ``go``, run ``ops`` operations, put
-    (operations done, errors, seconds, first error)."""
+    (operations done, errors, seconds, first error, CPU seconds of the operations)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
     rnd = random.Random(seed)
     client: Any = None
@@ -213,7 +213,7 @@ def _client_worker(
     ready.put("")
     go.wait(60)
     done, errors, first = 0, 0, ""
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     for i in range(ops):
         if reconnect_every and i and i % reconnect_every == 0:
             client.reconnect()
@@ -229,10 +229,10 @@ def _client_worker(
             first = first or f"{type(exc).__name__}: {exc}"[:300]
             with contextlib.suppress(Exception):
                 client.reconnect()
-    elapsed = time.monotonic() - t0
+    elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
     with contextlib.suppress(Exception):
         client.close()
-    results.put((done, errors, elapsed, first))
+    results.put((done, errors, elapsed, first, cpu))
 
 
 def run_clients(args: argparse.Namespace, kind: str, port: int) -> dict[str, Any]:
@@ -265,15 +265,12 @@ def run_clients(args: argparse.Namespace, kind: str, port: int) -> dict[str, Any
         setup_errors = [e for e in (ready.get(timeout=60) for _ in procs) if e]
         if setup_errors:
             raise RuntimeError(setup_errors[0])
-        cpu0 = sum(sum(cpu_seconds(p.pid)) for p in procs if p.pid)
         t0 = time.monotonic()
         go.set()
         outs = []
         for _ in procs:
             outs.append(results.get(timeout=RUN_TIMEOUT))
         wall = time.monotonic() - t0
-        # the clients' own CPU: they share 2 cores with the proxy and MariaDB
-        cpu1 = sum(sum(cpu_seconds(p.pid)) for p in procs if p.is_alive() and p.pid)
     finally:
         go.set()
         for p in procs:
@@ -285,7 +282,9 @@ def run_clients(args: argparse.Namespace, kind: str, port: int) -> dict[str, Any
         "ops": sum(o[0] for o in outs),
         "client_errors": sum(o[1] for o in outs),
         "seconds": round(wall, 3),
-        "clients_cpu_s": round(max(0.0, cpu1 - cpu0), 3),
+        # the clients' own CPU (each measures itself: it may have exited before we look);
+        # they share the 2 cores with the proxy and MariaDB
+        "clients_cpu_s": round(sum(o[4] for o in outs), 3),
         "first_error": first,
     }
 
@@ -451,7 +450,8 @@ class _LoadName:
 def fmt(r: dict[str, Any]) -> str:
     s = (
         f"{r['ops']:>6} ops in {r['seconds']:.2f} s = {r['ops_per_s']:,.0f} ops/s, "
-        f"{r['server_statements']:,} statements at the server, {r['client_errors']} errors"
+        f"{r['server_statements']:,} statements at the server, {r['client_errors']} errors, "
+        f"clients' CPU {100 * r['clients_cpu_s'] / max(r['seconds'], 1e-9):.0f} %"
     )
     p = r["proxy"]
     if p:
@@ -516,6 +516,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "kind": kind,
                     "target": target,
                     "ops_per_s": [r["ops_per_s"] for r in mine],
+                    "clients_cpu_pct": [100 * r["clients_cpu_s"] / r["seconds"] for r in mine],
                     "statements_per_s": stmts_s,
                     "ratio_to_direct": ratios if target == "proxy" else [],
                     "server_statements": [r["server_statements"] for r in mine],
@@ -535,8 +536,9 @@ def markdown(result: dict[str, Any]) -> str:
     out = [
         "| ORM → target | ops/s | statements/s | **ratio to direct** (per round) "
         "| statements at the server per run | errors | **pins per session** "
-        "| **same-settings checkouts** | exact / nearest idle hits | proxy CPU µs/op |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| **same-settings checkouts** | exact / nearest idle hits | proxy CPU µs/op "
+        "| clients' CPU % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["summary"]:
         t = r["totals"]
@@ -559,7 +561,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['kind']} → {r['target']} | {med_range(r['ops_per_s'])} "
             f"| {med_range(r['statements_per_s'])} | {ratio} "
             f"| {med_range([float(x) for x in r['server_statements']])} | {r['errors']} "
-            f"| {pins} | {hits} | {idle} | {cpu} |"
+            f"| {pins} | {hits} | {idle} | {cpu} | {med_range(r['clients_cpu_pct'])} |"
         )
     reasons = {r["kind"]: r["pins_by_reason"] for r in result["summary"] if r["target"] == "proxy"}
     out.append("")
