@@ -111,9 +111,9 @@ def _raise_if_err(payload: bytes, what: str) -> None:
         raise RuntimeError(f"{what}: ERR {err.code} {err.message}")
 
 
-def login(port: int) -> socket.socket:
-    """A logged-in connection to the proxy: greeting, HandshakeResponse41 with a
-    mysql_native_password answer, OK."""
+def login(port: int, database: str = DB) -> socket.socket:
+    """A logged-in connection to the proxy (or a server): greeting, HandshakeResponse41
+    with a mysql_native_password answer, OK."""
     sock = socket.create_connection((HOST, port), timeout=60)
     try:
         _seq, payload = read_packet(sock)
@@ -125,7 +125,7 @@ def login(port: int) -> socket.socket:
             charset=CHARSET,
             username=USER,
             auth_response=native_password_response(PASSWORD, greeting.auth_data[:20]),
-            database=DB,
+            database=database,
             auth_plugin="mysql_native_password",
         )
         sock.sendall(frame(response.encode(), 1)[0])

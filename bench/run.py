@@ -37,7 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,19 @@ def stop_process(proc: subprocess.Popen[Any] | None, *, first: int = signal.SIGT
         proc.wait()
 
 
+def command_line(script: str | None = None, argv: list[str] | None = None) -> str:
+    """The command to paste to run this again: the interpreter's own argv, or, when a suite
+    runner called ``main(argv)`` in-process, ``script`` with ``argv``."""
+    if argv is not None and script is not None:
+        return shlex.join([".venv/bin/python", script, *argv])
+    return shlex.join(
+        [
+            os.path.relpath(a, Path.cwd()) if i == 0 and os.path.isabs(a) else a
+            for i, a in enumerate(sys.orig_argv)
+        ]
+    )
+
+
 def med_range(values: list[float], fmt: str = "{:,.0f}") -> str:
     if not values:
         return "–"
@@ -161,6 +175,45 @@ def med_range(values: list[float], fmt: str = "{:,.0f}") -> str:
         f"{fmt.format(statistics.median(values))} "
         f"({fmt.format(min(values))}–{fmt.format(max(values))})"
     )
+
+
+def ratio_cell(ratios: list[float]) -> str:
+    """A table cell: the median ratio (min-max) in bold, then every round's ratio."""
+    if not ratios:
+        return "–"
+    return f"**{med_range(ratios, '{:.2f}')}** ({', '.join(f'{x:.2f}' for x in ratios)})"
+
+
+def script_main(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    report: Callable[[dict[str, Any]], str],
+) -> int:
+    """The end of a suite script's ``main``: run it, print its report and the proxy's log
+    problems, save ``--json``; exit status 0 when ``result["ok"]``, 2 without MariaDB, 1 on
+    an error, 130 on Ctrl-C (what it started is stopped by then)."""
+    try:
+        result = run(args)
+    except MariaDBNotFound as exc:
+        print(f"error: MariaDB not available: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, OSError, MariaDBError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopped everything", file=sys.stderr)
+        return 130
+    print()
+    print(report(result))
+    if result.get("proxy_log_problems"):
+        print("\nproxy log warnings and errors:")
+        for line in result["proxy_log_problems"]:
+            print(f"    {line}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"raw results: {args.json}")
+    print(f"RESULT: {'ok' if result['ok'] else 'FAILED'}")
+    return 0 if result["ok"] else 1
 
 
 def percentile(samples: list[float], p: float) -> float | None:
@@ -571,10 +624,18 @@ class ProxyProcess(Target):
         pool_mode: str = "session",
         tree: tuple[str, Path] | None = None,
         workers: int = 1,
+        *,
+        max_client_connections: int = 10000,
+        admin: bool = False,
     ) -> None:
         self.name = pool_mode if workers == 1 else f"{pool_mode}-w{workers}"
         if tree is not None:
             self.name += f"@{tree[0]}"
+        self.max_client_connections = max_client_connections
+        # off by default: run.py measures the hot path, and an HTTP server idling in the
+        # proxy's nursery is not part of it; bench/orm.py reads the counters through it
+        self.admin = admin
+        self.admin_port = 0
         self.tree = tree
         self.workers = workers
         self.pool_mode = pool_mode
@@ -599,9 +660,12 @@ class ProxyProcess(Target):
 
     def start(self) -> None:
         self.port = free_port()
+        self.admin_port = free_port() if self.admin else 0
+        admin_listen = f"{HOST}:{self.admin_port}" if self.admin else ""
         self.config_path.write_text(
             f"""[proxy]
 listen = "{HOST}:{self.port}"
+max_client_connections = {self.max_client_connections}
 
 [upstream]
 host = "{HOST}"
@@ -613,7 +677,7 @@ default_mode = "session"
 checkout_timeout = 30.0
 
 [admin]
-listen = ""
+listen = "{admin_listen}"
 
 [users.{USER}]
 password = "{PASSWORD}"
@@ -621,9 +685,11 @@ pool_mode = "{self.pool_mode}"
 """
         )
         with open(self.log_path, "ab") as log:
-            env = None
-            if self.tree is not None:
-                env = {**os.environ, "PYTHONPATH": str(self.tree[1])}
+            # the code of the checkout asked for (this one by default), not whatever the
+            # venv's editable install points at: a worktree sharing another checkout's venv
+            # would otherwise benchmark the other checkout
+            tree = self.tree[1] if self.tree is not None else REPO
+            env = {**os.environ, "PYTHONPATH": str(tree)}
             self.proc = subprocess.Popen(
                 self.command(),
                 stdin=subprocess.DEVNULL,
@@ -641,6 +707,15 @@ pool_mode = "{self.pool_mode}"
             f"tainted-proxy, {self.pool_mode} mode, on {HOST}:{self.port} (pid {self.pid}, "
             f"upstream.max_connections={self.max_connections}, workers={self.workers})"
         )
+
+    def admin_json(self, route: str = "/stats") -> dict[str, Any]:
+        """A JSON view of the admin endpoint (``admin=True``), e.g. ``/stats``: the proxy's
+        own counters (pins, checkouts, sub-pool hits, the pool's peak)."""
+        if not self.admin_port:
+            raise RuntimeError("the proxy was started without its admin endpoint")
+        url = f"http://{HOST}:{self.admin_port}{route}"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return dict(json.load(resp))
 
     def log_tail(self, n: int = 30) -> str:
         try:
@@ -976,12 +1051,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     rows = summarize(bench)
     table = markdown(rows)
-    command = shlex.join(
-        [
-            os.path.relpath(a, Path.cwd()) if i == 0 and os.path.isabs(a) else a
-            for i, a in enumerate(sys.orig_argv)
-        ]
-    )
+    command = command_line()
     print(
         f"\n## {args.workload}, ps-mode={args.ps_mode}, "
         f"{args.rounds} rounds x {args.seconds} s, interleaved\n"

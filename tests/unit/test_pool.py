@@ -13,6 +13,7 @@ import trio
 from tainted_proxy.backend.server import ServerConn
 from tainted_proxy.net import Conn
 from tainted_proxy.pool import pool as pool_mod
+from tainted_proxy.pool.budget import Budget
 from tainted_proxy.pool.pool import Pool, PoolKey, PoolTimeout
 
 A = PoolKey("app", 0)
@@ -77,6 +78,38 @@ async def test_waiters_are_served_in_arrival_order():
             await trio.sleep(0.01)
         pool.release(held)
     assert order == [0, 1, 2]
+
+
+async def test_a_waiter_joining_a_long_queue_at_the_cap_does_not_walk_it(monkeypatch):
+    """2,000 clients on 20 connections: every statement waits. Joining the queue walked it
+    (a `w in deque` test per waiter: quadratic per arrival, 87 TPS in
+    bench/many_clients.py); at the cap with nothing idle there is nothing to hand out."""
+    pool, _ = make_pool(cap=1)
+    held = await pool.acquire(A, 1)
+    walked = 0
+    can_open = Budget.can_open
+
+    def counting(self: Budget, key: PoolKey) -> bool:
+        nonlocal walked
+        walked += 1
+        return can_open(self, key)
+
+    monkeypatch.setattr(Budget, "can_open", counting)  # (slots: not on the instance)
+    done: list[int] = []
+
+    async def wait(i: int) -> None:
+        c = await pool.acquire(A, 5)
+        done.append(i)
+        pool.release(c)
+
+    async with trio.open_nursery() as n:
+        for i in range(200):
+            n.start_soon(wait, i)
+        await trio.sleep(0.01)
+        # one look per acquire (may it open?), none per waiter already queued
+        assert len(pool.waiters) == 200 and walked == 200
+        pool.release(held)
+    assert sorted(done) == list(range(200))
 
 
 async def test_total_never_exceeds_the_cap_under_contention():
