@@ -1221,7 +1221,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # one per client per relay, the pool of each proxy (threads + 8 by default)
     top = max(args.threads)
     relays = sum(1 for t in args.targets if t in RELAYS or t == "direct")
-    proxies = sum(1 for t in args.targets if t.partition("@")[0] in PROXY_MODES)
+    proxies = sum(
+        1 for t in args.targets if (m := PROXY_TARGET.match(t)) and m["mode"] in PROXY_MODES
+    )
     need = top * relays + proxies * (args.upstream_max or top + 8)
     if need > SERVER_MAX_CONNECTIONS - 10:
         p.error(
