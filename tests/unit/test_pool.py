@@ -377,3 +377,59 @@ async def test_the_janitor_never_closes_a_checked_out_connection(running, monkey
     with trio.fail_after(2):
         while not c1.broken:  # expired once it is back
             await trio.sleep(0.01)
+
+
+async def test_a_running_pool_ends_a_wait_at_its_deadline(running):
+    # the running pool's expiry task, not a cancel scope per wait, ends it
+    pool = await running(make_pool()[0])
+    await pool.acquire(A, 1)
+    await pool.acquire(A, 1)
+    t0 = trio.current_time()
+    with pytest.raises(PoolTimeout):
+        await pool.acquire(A, 0.2)
+    assert 0.2 <= trio.current_time() - t0 < 0.2 + 3 * pool_mod.EXPIRE_TICK
+    assert not pool.waiters
+
+
+async def test_a_shorter_timeout_after_longer_ones_still_ends_on_time(running):
+    # (a reload may lower pool.checkout_timeout while older waits are queued)
+    pool = await running(make_pool()[0])
+    held = [await pool.acquire(A, 1), await pool.acquire(A, 1)]
+    ended: list[float] = []
+    t0 = trio.current_time()
+
+    async def times_out(timeout: float) -> None:
+        with pytest.raises(PoolTimeout):
+            await pool.acquire(A, timeout)
+        ended.append(trio.current_time() - t0)
+
+    async def gets_one() -> None:
+        await pool.acquire(A, 5.0)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(gets_one)
+        await trio.sleep(0.01)
+        n.start_soon(times_out, 0.2)
+        await trio.sleep(0.5)
+        assert len(ended) == 1 and ended[0] < 0.2 + 3 * pool_mod.EXPIRE_TICK
+        pool.release(held.pop())  # the long wait gets a connection instead
+    assert len(pool.waiters) == 0
+
+
+async def test_a_cancelled_wait_leaves_the_queue_and_the_next_waiter_is_served(running):
+    pool = await running(make_pool()[0])
+    c1 = await pool.acquire(A, 1)
+    await pool.acquire(A, 1)
+    with trio.move_on_after(0.05):
+        await pool.acquire(A, 5)
+    assert not pool.waiters
+    got: list[object] = []
+
+    async def wait() -> None:
+        got.append(await pool.acquire(A, 5))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(wait)
+        await trio.sleep(0.01)
+        pool.release(c1)
+    assert got == [c1]
