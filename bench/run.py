@@ -523,8 +523,16 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int, what: str, tail: Any) 
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with code {proc.returncode} at start-up:\n{tail()}")
         try:
+            # autocommit=True: pymysql's default connect sends SET AUTOCOMMIT = 0, which a
+            # proxy in statement pooling refuses (no transactions there)
             conn = pymysql.connect(
-                host=HOST, port=port, user=USER, password=PASSWORD, database=DB, connect_timeout=2
+                host=HOST,
+                port=port,
+                user=USER,
+                password=PASSWORD,
+                database=DB,
+                connect_timeout=2,
+                autocommit=True,
             )
             conn.close()
             return

@@ -69,7 +69,7 @@ STEPS = (
             "--ps-mode",
             "disable",
             "--targets",
-            "direct,naive,transaction",
+            "direct,naive,transaction,statement",
         ),
         "sysbench oltp_point_select, text protocol (COM_QUERY)",
     ),

@@ -40,5 +40,5 @@ def test_every_benchmark_step_runs_in_smoke_mode(tmp_path: Path) -> None:
         assert step["returncode"] == 0, name
         assert step["results"], name
     point = steps["point-text"]["results"]["summary"]
-    assert {r["target"] for r in point} == {"direct", "naive", "transaction"}
+    assert {r["target"] for r in point} == {"direct", "naive", "transaction", "statement"}
     assert all(r["errors"] == 0 and r["failed_runs"] == 0 for r in point)
