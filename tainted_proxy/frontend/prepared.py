@@ -180,11 +180,13 @@ async def _execute(s: Client, payload: bytes) -> None:
         return
     # what the statement's text does (pins, transactions, LAST_INSERT_ID()), as for COM_QUERY
     schema, env, sql = stmt.key  # type: ignore[misc]
-    mode = env[0]
-    flags = (ANSI_QUOTES if "ANSI_QUOTES" in mode else 0) | (
-        NO_BACKSLASH_ESCAPES if "NO_BACKSLASH_ESCAPES" in mode else 0
-    )
-    c = classify_flags(sql, flags)
+    if stmt.classified is None:
+        mode = env[0]
+        flags = (ANSI_QUOTES if "ANSI_QUOTES" in mode else 0) | (
+            NO_BACKSLASH_ESCAPES if "NO_BACKSLASH_ESCAPES" in mode else 0
+        )
+        stmt.classified = (classify_flags(sql, flags),)
+    c = stmt.classified[0]
     if c is not None and await local.refused_in_statement_mode(s, c):
         return
     if len(payload) > 5 and payload[5] & _CURSOR_FLAGS:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from tainted_proxy.state import pins as pinreasons
 from tainted_proxy.state.settings import Baseline, Settings
+from tainted_proxy.taint.effects import Classification
 from tainted_proxy.wire.codec import Buffer
 from tainted_proxy.wire.constants import (
     COM_STMT_CLOSE,
@@ -114,6 +115,9 @@ class ClientStatement:
     column_defs: list[bytes]
     # the last type block (2 * num_params bytes) the client sent with bound_flag 1
     types: bytes | None = None
+    # what the text does, classified at the first execute: the text and the sql_mode it
+    # is parsed under (in ``key``) never change (a 1-tuple: a clean text is (None,))
+    classified: tuple[Classification | None] | None = None
 
 
 class StatementBook:
