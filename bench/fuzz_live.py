@@ -86,6 +86,10 @@ class Refused(Exception):
     """The proxy greeted with an ERR packet (e.g. too many connections)."""
 
 
+class LoginRefused(Exception):
+    """A valid fuzz login got an ERR (e.g. the upstream server did not answer in time)."""
+
+
 def _recv_exact(s: socket.socket, n: int) -> bytes:
     out = bytearray()
     while len(out) < n:
@@ -209,6 +213,7 @@ class Worker:
         self.stats = Stats()
         self.sock: socket.socket | None = None  # a logged-in connection, when we have one
         self.refusals: list[str] = []
+        self.login_refusals: list[str] = []
         self.last_answer = b""  # the payload first_answer() read
 
     # -- connections
@@ -270,7 +275,9 @@ class Worker:
         _seq, reply = read_packet(s)
         if reply[:1] != b"\x00":
             s.close()
-            raise RuntimeError(f"valid fuzz login refused: {reply[:80]!r}")
+            if reply[:1] == b"\xff":  # counted, with the reason; anything else is a bug
+                raise LoginRefused(reply[3:200].decode("utf-8", "replace"))
+            raise RuntimeError(f"valid fuzz login answered {reply[:80]!r}")
         self.stats.logins += 1
         dt = time.monotonic() - t0
         self.stats.seconds["(login)"] += dt
@@ -351,6 +358,8 @@ class Worker:
             "logins": st.logins,
             "refusals": self.refusals[:5],
             "refusal_count": len(self.refusals),
+            "login_refusals": self.login_refusals[:5],
+            "login_refusal_count": len(self.login_refusals),
         }
 
     def one_input(self) -> None:
@@ -372,6 +381,9 @@ class Worker:
             self.stats.note("setup", "error")
             self.refusals.append(str(exc))
             self.close()
+        except LoginRefused as exc:
+            self.stats.note("login", "error")
+            self.login_refusals.append(str(exc))
 
     def handshake_input(self) -> None:
         rng = self.rng
@@ -928,6 +940,8 @@ def run(
             kind_seconds: collections.Counter[str] = collections.Counter()
             done = connections = logins = refusals = 0
             refusal_samples: list[str] = []
+            login_refusals = 0
+            login_samples: list[str] = []
             crashes: list[str] = []
             jobs = []
             left = inputs
@@ -970,6 +984,8 @@ def run(
                     logins += r["logins"]
                     refusals += r["refusal_count"]
                     refusal_samples.extend(r["refusals"][: max(0, 5 - len(refusal_samples))])
+                    login_refusals += r["login_refusal_count"]
+                    login_samples.extend(r["login_refusals"][: max(0, 5 - len(login_samples))])
                     now = time.monotonic()
                     if progress and now - last > 10:
                         last = now
@@ -1029,6 +1045,10 @@ def run(
         "worker_crashes": crashes,
         "greeting_refusals": refusals,
         "greeting_refusal_samples": refusal_samples,
+        # valid fuzz logins answered with an ERR: counted, not a failure of the run (e.g.
+        # "cannot open an upstream connection: timed out" when the server is starved)
+        "login_refusals": login_refusals,
+        "login_refusal_samples": login_samples,
         "proxy_mode": proxy_mode,
         "proxy_alive_at_end": alive,
         "proxy_log": None,
@@ -1059,6 +1079,7 @@ def report(r: dict[str, Any]) -> str:
         + (f", log {r['proxy_log']}" if r["proxy_log"] else ""),
         f"final new login: {'ok' if r['final_check_error'] is None else r['final_check_error']}",
         f"greetings refused: {r['greeting_refusals']:,} {r['greeting_refusal_samples'][:2]}",
+        f"valid fuzz logins refused: {r['login_refusals']:,} {r['login_refusal_samples'][:3]}",
         f"worker crashes: {len(r['worker_crashes'])}",
         "PASSED" if r["passed"] else "FAILED",
     ]
