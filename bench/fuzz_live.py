@@ -1,10 +1,11 @@
 """A bounded, seeded fuzzer against a live tainted-proxy (issue 10, "Bad input").
 
-``.venv/bin/python bench/fuzz_live.py --inputs 100000 --seed 1 --concurrency 4``
+``.venv/bin/python bench/fuzz_live.py --inputs 100000 --seed 1 --concurrency 8``
 
-It starts a private MariaDB (``tainted_proxy.testing.mariadb.MariaDBServer``) and the proxy in
-this process (``tainted_proxy.testing.proxy.ProxyThread``, transaction pool mode,
-``max_packet_size`` 1 MiB so "oversized" is cheap to reach), then:
+It starts a private MariaDB (``tainted_proxy.testing.mariadb.MariaDBServer``) and the proxy
+(transaction pool mode, ``max_packet_size`` 1 MiB so "oversized" is cheap to reach) as
+``tainted-proxy serve`` in its own process with this checkout's code (``--proxy thread``:
+``tainted_proxy.testing.proxy.ProxyThread`` in this process, sharing its GIL), then:
 
 * ``--concurrency`` worker processes (spawned, so they do not share the proxy's GIL) send
   hostile input over raw TCP as the proxy user ``fuzz``, whose upstream login may only touch
@@ -23,16 +24,25 @@ this process (``tainted_proxy.testing.proxy.ProxyThread``, transaction pool mode
   every input is one unit of ``--inputs``; its outcome is what the proxy answered first:
   ``error`` (an ERR packet), ``ok`` (anything else that parsed), ``disconnect`` (the proxy
   closed the connection) or ``timeout`` (no answer within ``--timeout`` s; after a command
-  with no response, e.g. COM_STMT_CLOSE, silence is the answer and counts as ``ok``);
+  with no response, e.g. COM_STMT_CLOSE, silence is the answer and counts as ``ok``).
+  Commands are sent one at a time on a login's connection: after an ERR (a whole answer)
+  the next input follows at once, after any other answer a nonce query re-synchronises the
+  stream, after a connection error (08S01, e.g. 1153 "packet too large") the worker
+  half-closes and waits for the proxy to close. The time spent per kind and on logins is
+  reported (``seconds_by_kind``), with the CPU seconds of each process;
 
 * ``--bystanders`` well-behaved pymysql clients (proxy user ``app``, another upstream login)
   run a checked workload the whole time (nonce round trips, user variables that must travel
   with the session, a transaction whose rows must be visible to itself only); any exception
   or wrong answer is a bystander error;
 
-* at the end a brand-new pymysql login must work and answer, and the ``tainted_proxy``
-  logger must not have logged ``unexpected error`` (the listener's catch-all for exceptions
-  that escaped a client's session).
+* at the end the proxy process must still be running, a brand-new pymysql login must work
+  and answer, and the proxy's log must hold no ``unexpected error`` (the listener's
+  catch-all for exceptions that escaped a client's session) and no error with a traceback.
+
+``--nice 19`` lowers the autogroup CPU share of the run's sessions (this one with its
+workers, the proxy's, MariaDB's): with sched_autogroup_enabled=1 a plain ``nice`` does not
+keep a long run from slowing other sessions' benchmarks.
 
 Exit status 0 when the proxy survived, bystanders saw no error, no unexpected-error line was
 logged and no worker crashed; 1 otherwise.  ``--json PATH`` writes the figures.
@@ -48,6 +58,7 @@ import logging
 import multiprocessing as mp
 import os
 import random
+import re
 import socket
 import sys
 import threading
@@ -60,6 +71,7 @@ FUZZ_PASSWORD = "fuzz-secret"
 APP_USER = "app"
 APP_PASSWORD = "app-secret"
 MAX_PACKET = 1 << 20  # the proxy's max_packet_size in this run
+ER_TOO_LARGE = (1153).to_bytes(2, "little")  # ER_NET_PACKET_TOO_LARGE, as an ERR carries it
 # lock waits between fuzz clients (SELECT ... FOR UPDATE in an open transaction) end fast
 SERVER_ARGS = ("--innodb-lock-wait-timeout=1", "--lock-wait-timeout=2")
 
@@ -72,6 +84,10 @@ class Closed(Exception):
 
 class Refused(Exception):
     """The proxy greeted with an ERR packet (e.g. too many connections)."""
+
+
+class LoginRefused(Exception):
+    """A valid fuzz login got an ERR (e.g. the upstream server did not answer in time)."""
 
 
 def _recv_exact(s: socket.socket, n: int) -> bytes:
@@ -170,11 +186,15 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
 class Stats:
     outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
     by_kind: collections.Counter[str] = field(default_factory=collections.Counter)
+    seconds: collections.Counter[str] = field(default_factory=collections.Counter)
     inputs: int = 0
     connections: int = 0
     logins: int = 0
+    last_kind: str = "setup"
+    login_seconds: float = 0.0  # of the current input, counted under "(login)"
 
     def note(self, kind: str, outcome: str) -> None:
+        self.last_kind = kind
         self.inputs += 1
         self.outcomes[outcome] += 1
         self.by_kind[f"{kind}:{outcome}"] += 1
@@ -193,6 +213,8 @@ class Worker:
         self.stats = Stats()
         self.sock: socket.socket | None = None  # a logged-in connection, when we have one
         self.refusals: list[str] = []
+        self.login_refusals: list[str] = []
+        self.last_answer = b""  # the payload first_answer() read
 
     # -- connections
     def connect(self) -> tuple[socket.socket, bytes]:
@@ -247,19 +269,36 @@ class Worker:
             self.sock = None
 
     def login(self) -> socket.socket | None:
+        t0 = time.monotonic()
         s, greeting = self.connect()
         s.sendall(packet(self.handshake_response(greeting), 1))
         _seq, reply = read_packet(s)
         if reply[:1] != b"\x00":
             s.close()
-            raise RuntimeError(f"valid fuzz login refused: {reply[:80]!r}")
+            if reply[:1] == b"\xff":  # counted, with the reason; anything else is a bug
+                raise LoginRefused(reply[3:200].decode("utf-8", "replace"))
+            raise RuntimeError(f"valid fuzz login answered {reply[:80]!r}")
         self.stats.logins += 1
+        dt = time.monotonic() - t0
+        self.stats.seconds["(login)"] += dt
+        self.stats.login_seconds += dt
         return s
 
     # -- reading what the proxy answers
+    def expect_close(self, s: socket.socket) -> None:
+        """Half-close our side and read until the proxy closes (or the timeout)."""
+        try:
+            s.shutdown(socket.SHUT_WR)
+            while s.recv(65536):
+                pass
+        except OSError:
+            pass
+
     def first_answer(self, s: socket.socket) -> str:
+        self.last_answer = b""
         try:
             _seq, payload = read_packet(s)
+            self.last_answer = payload
         except Closed:
             return "disconnect"
         except ConnectionResetError:
@@ -301,35 +340,50 @@ class Worker:
         for _ in range(n):
             if deadline and time.time() > deadline:
                 break
+            t0 = time.monotonic()
             try:
-                if self.sock is None or self.rng.random() < 0.08:
-                    if self.rng.random() < 0.5 or self.sock is not None:
-                        self.handshake_input()
-                        continue
-                    self.close()
-                    self.sock = self.login()
-                self.command_input()
-            except (Closed, ConnectionResetError, BrokenPipeError):
-                self.stats.note("setup", "disconnect")
-                self.close()
-            except TimeoutError:
-                self.stats.note("setup", "timeout")
-                self.close()
-            except Refused as exc:
-                self.stats.note("setup", "error")
-                self.refusals.append(str(exc))
-                self.close()
+                self.one_input()
+            finally:
+                st = self.stats
+                st.seconds[st.last_kind] += time.monotonic() - t0 - st.login_seconds
+                st.login_seconds = 0.0
         self.close()
         st = self.stats
         return {
             "inputs": st.inputs,
             "outcomes": dict(st.outcomes),
             "by_kind": dict(st.by_kind),
+            "seconds_by_kind": dict(st.seconds),
             "connections": st.connections,
             "logins": st.logins,
             "refusals": self.refusals[:5],
             "refusal_count": len(self.refusals),
+            "login_refusals": self.login_refusals[:5],
+            "login_refusal_count": len(self.login_refusals),
         }
+
+    def one_input(self) -> None:
+        try:
+            if self.sock is None or self.rng.random() < 0.08:
+                if self.rng.random() < 0.5 or self.sock is not None:
+                    self.handshake_input()
+                    return
+                self.close()
+                self.sock = self.login()
+            self.command_input()
+        except (Closed, ConnectionResetError, BrokenPipeError):
+            self.stats.note("setup", "disconnect")
+            self.close()
+        except TimeoutError:
+            self.stats.note("setup", "timeout")
+            self.close()
+        except Refused as exc:
+            self.stats.note("setup", "error")
+            self.refusals.append(str(exc))
+            self.close()
+        except LoginRefused as exc:
+            self.stats.note("login", "error")
+            self.login_refusals.append(str(exc))
 
     def handshake_input(self) -> None:
         rng = self.rng
@@ -460,16 +514,44 @@ class Worker:
         if outcome in ("disconnect", "timeout") or kind == "cmd-pipelined-garbage":
             self.close()
             return
-        if outcome == "error" and kind in ("query-soup", "prepare-soup", "query-bad-utf8"):
-            # an ERR ends any response and the server's syntax errors keep the connection:
-            # skip the sync round trip (a close after it is seen by the next input)
+        if outcome == "error":
+            ans = self.last_answer
+            if ans[1:3] == ER_TOO_LARGE or ans[3:9] in (b"#08S01", b"#70100"):
+                # a connection error: the proxy ends the session. After a 1153 it first
+                # reads and drops what we might still send, for up to 1 s: say we are done
+                # (EOF) and see it close, rather than sending into the drain and waiting
+                self.expect_close(s)
+                self.close()
+            # else an ERR ends any response (a first packet that is an ERR is the whole
+            # answer) and the session goes on: no sync round trip; should the proxy close
+            # after it all the same, the next input sees it
             return
         if not self.resync(s):
             self.close()
 
 
 def _worker_main(port: int, seed: int, n: int, timeout: float, deadline: float) -> dict[str, Any]:
-    return Worker(port, seed, timeout).run(n, deadline)
+    cpu = _self_cpu()
+    r = Worker(port, seed, timeout).run(n, deadline)
+    r["cpu_seconds"] = _self_cpu() - cpu
+    return r
+
+
+def _self_cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _proc_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of another process so far, 0.0 when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 # -- bystanders -----------------------------------------------------------------------------
@@ -569,7 +651,17 @@ class Bystanders:
 # -- the log --------------------------------------------------------------------------------
 
 
+_LOG_LINE = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+): (.*)"
+)
+
+
 class LogWatch(logging.Handler):
+    """Counts log records by logger and level, and keeps those that matter: an ``unexpected
+    error`` (the listener's catch-all) or an error with a traceback. A handler on the
+    ``tainted_proxy`` logger (proxy in this process), or ``read_file`` for the log of
+    ``tainted-proxy serve`` (the default text format)."""
+
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.counts: collections.Counter[str] = collections.Counter()
@@ -585,10 +677,43 @@ class LogWatch(logging.Handler):
             text = msg
             if record.exc_info:
                 text += "\n" + self.format(record)
-            if len(self.unexpected) < 20:
-                self.unexpected.append(text)
-            else:
-                self.unexpected.append("...")
+            self._keep(text)
+
+    def _keep(self, text: str) -> None:
+        if len(self.unexpected) < 20:
+            self.unexpected.append(text)
+        else:
+            self.unexpected.append("...")
+
+    def read_file(self, path: str) -> None:
+        record: tuple[str, str] | None = None  # (level, line) of the record being read
+        extra: list[str] = []  # the lines after it: a traceback, or stray output
+
+        def finish() -> None:
+            traceback = any(x.startswith("Traceback (most recent call last)") for x in extra)
+            if traceback:
+                self.tracebacks += 1
+            if record is None:
+                if extra:  # output that is not a log record (e.g. a crash before logging)
+                    self.counts["unparsed"] += len(extra)
+                    self._keep("".join(extra[:40]))
+                return
+            level, line = record
+            if "unexpected error" in line or (traceback and level in ("ERROR", "CRITICAL")):
+                self._keep(line + "".join(extra[:40]))
+            elif extra and not traceback:
+                self.counts["unparsed"] += len(extra)
+
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                m = _LOG_LINE.match(line)
+                if m is None:
+                    extra.append(line)
+                    continue
+                finish()
+                self.counts[f"{m.group(2)}:{m.group(1)}"] += 1
+                record, extra = (m.group(1), line), []
+        finish()
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -603,13 +728,10 @@ def setup_server(srv: Any) -> None:
     srv.create_user("app_up", "app-up-secret", grants="ALL PRIVILEGES ON app.*")
 
 
-def proxy_config(srv: Any) -> Any:
-    from tainted_proxy.testing.proxy import config_for
-
-    return config_for(
-        srv.host,
-        srv.port,
-        users={
+def proxy_settings(srv: Any) -> dict[str, Any]:
+    """The proxy's configuration for this run, as ``config_for`` keyword arguments."""
+    return {
+        "users": {
             FUZZ_USER: {
                 "password": FUZZ_PASSWORD,
                 "pool_mode": "transaction",
@@ -623,14 +745,117 @@ def proxy_config(srv: Any) -> Any:
                 "upstream_password": "app-up-secret",
             },
         },
-        upstream={"max_connections": 60},
+        "upstream": {"max_connections": 60},
         # every fuzz client comes from 127.0.0.1: no blocking after failed logins
-        proxy={"max_packet_size": MAX_PACKET, "auth_timeout": 5, "max_login_failures": 0},
-        pool={"checkout_timeout": 10},
+        "proxy": {"max_packet_size": MAX_PACKET, "auth_timeout": 5, "max_login_failures": 0},
+        "pool": {"checkout_timeout": 10},
+    }
+
+
+def proxy_config(srv: Any) -> Any:
+    from tainted_proxy.testing.proxy import config_for
+
+    return config_for(srv.host, srv.port, **proxy_settings(srv))
+
+
+def proxy_toml(srv: Any, port: int) -> str:
+    """The same configuration as a TOML file for ``tainted-proxy serve --config``."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return str(v) if isinstance(v, int | float) else json.dumps(str(v))
+
+    st = proxy_settings(srv)
+    tables = {
+        "proxy": {"listen": f"127.0.0.1:{port}", **st["proxy"]},
+        "upstream": {"host": srv.host, "port": srv.port, **st["upstream"]},
+        "pool": st["pool"],
+        "admin": {"listen": ""},
+        **{f"users.{name}": u for name, u in st["users"].items()},
+    }
+    return "".join(
+        f"[{name}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in t.items()) + "\n"
+        for name, t in tables.items()
     )
 
 
-def final_check(port: int) -> str | None:
+def set_autogroup_nice(pid: int | None, nice: int) -> None:
+    """Lower the CPU share of ``pid``'s autogroup (its session). With
+    sched_autogroup_enabled=1 the scheduler shares CPU between sessions first, so a plain
+    ``nice`` does not keep a long run from slowing other sessions' benchmarks."""
+    if nice and pid:
+        try:
+            with open(f"/proc/{pid}/autogroup", "w") as f:
+                f.write(f"{nice}\n")
+        except OSError:
+            pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ProxyProcess:
+    """``tainted-proxy serve`` in its own process (its own GIL, like production) with this
+    checkout's code, logging at info level to a file that ``LogFile`` reads afterwards."""
+
+    def __init__(self, srv: Any, workdir: str) -> None:
+        self.srv = srv
+        self.config_path = os.path.join(workdir, "proxy.toml")
+        self.log_path = os.path.join(workdir, "proxy.log")
+        self.port = 0
+        self.proc: Any = None
+
+    def start(self, nice: int = 0) -> ProxyProcess:
+        import subprocess
+
+        self.port = _free_port()
+        with open(self.config_path, "w") as f:
+            f.write(proxy_toml(self.srv, self.port))
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        cmd = [sys.executable, "-m", "tainted_proxy", "serve", "--config", self.config_path]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*cmd, "--log-level", "info"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,  # its own autogroup, niced below
+            )
+        set_autogroup_nice(self.proc.pid, nice)
+        deadline = time.monotonic() + 30
+        while final_check(self.port, timeout=2) is not None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                with open(self.log_path, errors="replace") as f:
+                    tail = f.read()[-3000:]
+                raise RuntimeError(f"the proxy did not start:\n{tail}")
+            time.sleep(0.1)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def final_check(port: int, timeout: float = 10) -> str | None:
     import pymysql
 
     try:
@@ -640,8 +865,8 @@ def final_check(port: int) -> str | None:
             user=APP_USER,
             password=APP_PASSWORD,
             database="app",
-            connect_timeout=10,
-            read_timeout=10,
+            connect_timeout=timeout,
+            read_timeout=timeout,
         )
         with conn.cursor() as cur:
             cur.execute("SELECT 'alive', 6 * 7")
@@ -666,31 +891,57 @@ def run(
     max_seconds: float = 0.0,
     bystander_pause: float = 0.02,
     server: Any = None,
+    proxy_mode: str = "process",
+    nice: int = 0,
+    keep_log: bool = False,
 ) -> dict[str, Any]:
     """Fuzz a proxy in front of ``server`` (a started MariaDBServer; best with
-    ``SERVER_ARGS``), or of a private server started and destroyed here."""
+    ``SERVER_ARGS``), or of a private server started and destroyed here.
+
+    ``proxy_mode`` "process" runs ``tainted-proxy serve`` in its own process and reads its
+    log file afterwards; "thread" runs it in this process (``ProxyThread``, sharing the GIL
+    with the bystanders) and watches the ``tainted_proxy`` logger. ``nice`` (1-19) lowers the
+    autogroup CPU share of this process's session, the proxy's and the private server's."""
+    import shutil
+    import tempfile
+
     from tainted_proxy.testing.mariadb import MariaDBServer
     from tainted_proxy.testing.proxy import ProxyThread
 
+    if proxy_mode not in ("process", "thread"):
+        raise ValueError(f"proxy_mode {proxy_mode!r}")
+    set_autogroup_nice(os.getpid(), nice)
     watch = LogWatch()
     logger = logging.getLogger("tainted_proxy")
     old_level = logger.level
-    logger.addHandler(watch)
-    logger.setLevel(logging.INFO)
+    if proxy_mode == "thread":
+        logger.addHandler(watch)
+        logger.setLevel(logging.INFO)
+    workdir = tempfile.mkdtemp(prefix="fuzz-live-")
     t0 = time.monotonic()
     result: dict[str, Any] = {}
     own = server is None
     srv = server or MariaDBServer(max_connections=200, extra_args=SERVER_ARGS).start()
+    if own:
+        set_autogroup_nice(srv.pid, nice)
+    alive = True
     try:
         setup_server(srv)
-        p = ProxyThread(proxy_config(srv)).start()
+        p: Any
+        if proxy_mode == "process":
+            p = ProxyProcess(srv, workdir).start(nice)
+        else:
+            p = ProxyThread(proxy_config(srv)).start()
         try:
             by = Bystanders(p.port, bystanders, bystander_pause)
             by.start()
             totals: collections.Counter[str] = collections.Counter()
             by_kind: collections.Counter[str] = collections.Counter()
+            kind_seconds: collections.Counter[str] = collections.Counter()
             done = connections = logins = refusals = 0
             refusal_samples: list[str] = []
+            login_refusals = 0
+            login_samples: list[str] = []
             crashes: list[str] = []
             jobs = []
             left = inputs
@@ -707,6 +958,10 @@ def run(
             else:
                 ex = concurrent.futures.ThreadPoolExecutor(concurrency)
             t_fuzz = time.monotonic()
+            proxy_pid = p.proc.pid if proxy_mode == "process" else None
+            cpu0 = {"proxy": _proc_cpu(proxy_pid), "mariadb": _proc_cpu(srv.pid)}
+            cpu0["main"] = _self_cpu()
+            worker_cpu = 0.0
             last = t_fuzz
             deadline = time.time() + max_seconds if max_seconds else 0.0
             with ex:
@@ -723,10 +978,14 @@ def run(
                     done += r["inputs"]
                     totals.update(r["outcomes"])
                     by_kind.update(r["by_kind"])
+                    kind_seconds.update(r["seconds_by_kind"])
                     connections += r["connections"]
+                    worker_cpu += r["cpu_seconds"]
                     logins += r["logins"]
                     refusals += r["refusal_count"]
                     refusal_samples.extend(r["refusals"][: max(0, 5 - len(refusal_samples))])
+                    login_refusals += r["login_refusal_count"]
+                    login_samples.extend(r["login_refusals"][: max(0, 5 - len(login_samples))])
                     now = time.monotonic()
                     if progress and now - last > 10:
                         last = now
@@ -738,15 +997,27 @@ def run(
                             flush=True,
                         )
             fuzz_seconds = time.monotonic() - t_fuzz
+            cpu = {
+                "proxy": _proc_cpu(proxy_pid) - cpu0["proxy"],
+                "mariadb": _proc_cpu(srv.pid) - cpu0["mariadb"],
+                # the bystanders' threads, and the proxy when it runs in this process
+                "main": _self_cpu() - cpu0["main"],
+                "workers": worker_cpu,
+            }
             by.stop()
             final = final_check(p.port)
+            if proxy_mode == "process":
+                alive = p.alive()
         finally:
             p.stop()
-            logger.removeHandler(watch)
-            logger.setLevel(old_level)
+            if proxy_mode == "thread":
+                logger.removeHandler(watch)
+                logger.setLevel(old_level)
     finally:
         if own:
             srv.close()
+    if proxy_mode == "process":
+        watch.read_file(p.log_path)
     result = {
         "inputs": done,
         "requested": inputs,
@@ -754,10 +1025,15 @@ def run(
         "concurrency": concurrency,
         "outcomes": dict(totals),
         "by_kind": dict(sorted(by_kind.items())),
+        "seconds_by_kind": {k: round(v, 1) for k, v in sorted(kind_seconds.items())},
         "connections": connections,
         "fuzz_logins": logins,
         "fuzz_seconds": round(fuzz_seconds, 1),
         "rate": round(done / fuzz_seconds, 1) if fuzz_seconds else 0.0,
+        # CPU seconds while fuzzing, by process; a figure that other load on the machine
+        # changes less than the rate
+        "cpu_seconds": {k: round(v, 1) for k, v in cpu.items()},
+        "cpu_ms_per_input": round(1000 * sum(cpu.values()) / done, 2) if done else 0.0,
         "bystanders": bystanders,
         "bystander_statements": by.statements,
         "bystander_errors": by.errors[:20],
@@ -769,8 +1045,21 @@ def run(
         "worker_crashes": crashes,
         "greeting_refusals": refusals,
         "greeting_refusal_samples": refusal_samples,
+        # valid fuzz logins answered with an ERR: counted, not a failure of the run (e.g.
+        # "cannot open an upstream connection: timed out" when the server is starved)
+        "login_refusals": login_refusals,
+        "login_refusal_samples": login_samples,
+        "proxy_mode": proxy_mode,
+        "proxy_alive_at_end": alive,
+        "proxy_log": None,
     }
-    result["passed"] = final is None and not by.errors and not watch.unexpected and not crashes
+    result["passed"] = (
+        alive and final is None and not by.errors and not watch.unexpected and not crashes
+    )
+    if proxy_mode == "process" and (keep_log or not result["passed"]):
+        result["proxy_log"] = p.log_path
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     return result
 
 
@@ -781,12 +1070,16 @@ def report(r: dict[str, Any]) -> str:
         f"{r['fuzz_logins']:,} valid fuzz logins)",
         "outcomes: " + ", ".join(f"{k} {v:,}" for k, v in sorted(r["outcomes"].items())),
         "by kind: " + ", ".join(f"{k} {v:,}" for k, v in r["by_kind"].items()),
+        f"CPU while fuzzing: {r['cpu_seconds']} s, {r['cpu_ms_per_input']} ms per input",
         f"bystanders: {r['bystanders']} clients, {r['bystander_statements']:,} statements, "
         f"{r['bystander_error_count']} errors",
         f"proxy log: {r['log_counts']}, tracebacks {r['log_tracebacks']}, "
         f"unexpected-error lines {len(r['unexpected_error_lines'])}",
+        f"proxy ({r['proxy_mode']}) alive at the end: {r['proxy_alive_at_end']}"
+        + (f", log {r['proxy_log']}" if r["proxy_log"] else ""),
         f"final new login: {'ok' if r['final_check_error'] is None else r['final_check_error']}",
         f"greetings refused: {r['greeting_refusals']:,} {r['greeting_refusal_samples'][:2]}",
+        f"valid fuzz logins refused: {r['login_refusals']:,} {r['login_refusal_samples'][:3]}",
         f"worker crashes: {len(r['worker_crashes'])}",
         "PASSED" if r["passed"] else "FAILED",
     ]
@@ -816,6 +1109,19 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="stop fuzzing after this long even if fewer inputs were tried (0 = no limit)",
     )
+    ap.add_argument(
+        "--proxy",
+        choices=("process", "thread"),
+        default="process",
+        help="run tainted-proxy serve in its own process (default) or in this one",
+    )
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="autogroup nice (1-19) for this run's processes, so it yields to other work",
+    )
+    ap.add_argument("--keep-log", action="store_true", help="keep the proxy's log file")
     ap.add_argument("--json", help="write the figures to this file")
     a = ap.parse_args(argv)
     r = run(
@@ -827,6 +1133,9 @@ def main(argv: list[str] | None = None) -> int:
         a.chunk,
         max_seconds=a.max_seconds,
         bystander_pause=a.bystander_pause,
+        proxy_mode=a.proxy,
+        nice=a.nice,
+        keep_log=a.keep_log,
     )
     print(report(r), flush=True)
     if a.json:

@@ -1,8 +1,9 @@
 """The live fuzzer (bench/fuzz_live.py) with a small bound: hostile raw-TCP clients (mutated
 handshakes, truncated / oversized / out-of-sequence packets, random commands, invalid UTF-8
 and token-soup SQL) against a transaction-mode proxy, while well-behaved clients run a
-checked workload. The proxy must stay up, the bystanders must see no error, and nothing may
-reach the listener's ``unexpected error`` catch-all. The longer run's figures are in
+checked workload. The proxy (``tainted-proxy serve``, its own process) must stay up, the
+bystanders must see no error, and nothing may reach the listener's ``unexpected error``
+catch-all. The longer run's figures are in
 docs/operations.md, "Fuzzing"."""
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def test_live_fuzz_keeps_proxy_and_bystanders_alive(
     print("\n" + fuzz_live.report(r))
     record_property("fuzz_inputs", r["inputs"])
     assert r["worker_crashes"] == []
+    assert r["proxy_alive_at_end"]
     assert r["final_check_error"] is None, "the proxy no longer accepts a new login"
     assert r["bystander_error_count"] == 0, r["bystander_errors"]
     assert r["bystander_statements"] > 0
@@ -116,3 +118,29 @@ def test_out_of_sequence_handshake_response_is_refused(fuzz_live, mariadb) -> No
     finally:
         p.stop()
     assert outcome in ("error", "disconnect"), outcome
+
+
+def test_proxy_log_file_is_read_for_unexpected_errors(fuzz_live, tmp_path) -> None:
+    # the proxy runs as `tainted-proxy serve`: its findings come from its log file
+    log = tmp_path / "proxy.log"
+    log.write_text(
+        "2026-12-07 03:29:24,779 INFO tainted_proxy.login: event=login_failed client=5\n"
+        "2026-12-07 03:29:24,780 ERROR tainted_proxy.frontend.listener: client 7: "
+        "unexpected error\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n'
+        "KeyError: 3\n"
+        "2026-12-07 03:29:24,781 ERROR tainted_proxy.relay: event=other\n"
+        "Traceback (most recent call last):\n"
+        "ValueError\n"
+        "2026-12-07 03:29:24,782 WARNING tainted_proxy: event=shutdown sessions=0\n"
+    )
+    watch = fuzz_live.LogWatch()
+    watch.read_file(str(log))
+    assert watch.counts["tainted_proxy.login:INFO"] == 1
+    assert watch.counts["tainted_proxy.frontend.listener:ERROR"] == 1
+    assert watch.tracebacks == 2
+    assert len(watch.unexpected) == 2
+    assert "client 7: unexpected error" in watch.unexpected[0]
+    assert "KeyError: 3" in watch.unexpected[0]
+    assert "event=other" in watch.unexpected[1]
