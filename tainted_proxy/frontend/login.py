@@ -85,6 +85,14 @@ async def login(cl: Client) -> bool:
         await cl.try_error(exc.seq, exc.code, exc.sqlstate, exc.message)
         return False
     except trio.TooSlowError:
+        # (not counted as a failed login: a slow client or a starved proxy, not a guess)
+        log.info(
+            "event=login_failed client=%s address=%s code=1043 reason=%r",
+            cl.id,
+            io.peer_host,
+            f"handshake not completed within proxy.auth_timeout "
+            f"({svc.config.proxy.auth_timeout:g}s)",
+        )
         await cl.try_error(0, 1043, "08S01", "Bad handshake: timed out")
         return False
     io.max_packet = max_packet

@@ -4,6 +4,7 @@ unknown state, and keeps serving everybody else."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import time
@@ -120,7 +121,8 @@ def test_garbage_instead_of_handshake_response_is_dropped_and_others_still_work(
     still_serves(fast_auth_proxy, connect)
 
 
-def test_silent_client_is_dropped_after_auth_timeout(fast_auth_proxy, connect):
+def test_silent_client_is_dropped_after_auth_timeout(fast_auth_proxy, connect, caplog):
+    caplog.set_level(logging.INFO, logger="tainted_proxy")
     s = raw_connect(fast_auth_proxy.port)
     try:
         read_packet(s)
@@ -131,6 +133,9 @@ def test_silent_client_is_dropped_after_auth_timeout(fast_auth_proxy, connect):
         assert [parse_err(p)[0] for p in packets] in ([], [1043])
     finally:
         s.close()
+    # one line an operator can act on (the fuzzer saw such refusals and no line said why)
+    lines = [r.getMessage() for r in caplog.records if "code=1043" in r.getMessage()]
+    assert len(lines) == 1 and "event=login_failed" in lines[0] and "auth_timeout" in lines[0]
     still_serves(fast_auth_proxy, connect)
 
 
