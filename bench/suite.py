@@ -46,104 +46,58 @@ TARGETS = "direct,naive,lowlevel,session,transaction,statement"
 class Step:
     name: str
     script: str
-    args: tuple[str, ...]
-    smoke: tuple[str, ...]
+    args: str  # split on spaces
+    smoke: str
     #: what a reader needs to know about the figures
     about: str
 
+
+# run.py in smoke mode: one round of a second, two clients, no warm-up
+_RUN_SMOKE = "--threads 2 --rounds 1 --seconds 1 --warmup 0"
 
 STEPS = (
     Step(
         "point-text",
         "run.py",
-        ("--threads", "1,16,64", "--ps-mode", "disable"),
-        (
-            "--threads",
-            "2",
-            "--rounds",
-            "1",
-            "--seconds",
-            "1",
-            "--warmup",
-            "0",
-            "--ps-mode",
-            "disable",
-            "--targets",
-            "direct,naive,transaction,statement",
-        ),
+        "--threads 1,16,64 --ps-mode disable",
+        f"{_RUN_SMOKE} --ps-mode disable --targets direct,naive,transaction,statement",
         "sysbench oltp_point_select, text protocol (COM_QUERY)",
     ),
     Step(
         "point-ps",
         "run.py",
-        ("--threads", "1,16,64", "--ps-mode", "auto"),
-        (
-            "--threads",
-            "2",
-            "--rounds",
-            "1",
-            "--seconds",
-            "1",
-            "--warmup",
-            "0",
-            "--ps-mode",
-            "auto",
-            "--targets",
-            "direct,transaction",
-        ),
+        "--threads 1,16,64 --ps-mode auto",
+        f"{_RUN_SMOKE} --ps-mode auto --targets direct,transaction",
         "sysbench oltp_point_select, server-side prepared statements (COM_STMT_EXECUTE)",
     ),
     Step(
         "read-only",
         "run.py",
-        (
-            "--threads",
-            "1,16,64",
-            "--ps-mode",
-            "auto",
-            "--workload",
-            "oltp_read_only",
-            "--targets",
-            "direct,session,transaction",
-        ),
-        (
-            "--threads",
-            "2",
-            "--rounds",
-            "1",
-            "--seconds",
-            "1",
-            "--warmup",
-            "0",
-            "--ps-mode",
-            "auto",
-            "--workload",
-            "oltp_read_only",
-            "--targets",
-            "direct,transaction",
-        ),
+        "--threads 1,16,64 --ps-mode auto --workload oltp_read_only "
+        "--targets direct,session,transaction",
+        f"{_RUN_SMOKE} --ps-mode auto --workload oltp_read_only --targets direct,transaction",
         "sysbench oltp_read_only (16 statements a transaction)",
     ),
     Step(
         "many-clients",
         "many_clients.py",
-        (),
-        ("--smoke",),
+        "",
+        "--smoke",
         "2,000 clients through 20 upstream connections, MariaDB max_connections = 151",
     ),
-    Step("orm", "orm.py", (), ("--smoke",), "SQLAlchemy and Django sessions, transaction mode"),
+    Step("orm", "orm.py", "", "--smoke", "SQLAlchemy and Django sessions, transaction mode"),
     Step(
         "idle",
         "idle_clients.py",
-        ("--clients", "10000"),
-        ("--clients", "200", "--workers", "2", "--settle", "0.3"),
+        "--clients 10000",
+        "--clients 200 --workers 2 --settle 0.3",
         "logged-in idle clients held by one proxy process",
     ),
     Step(
         "classifier",
         "bench_classifier.py",
-        (),
-        ("--rounds", "2", "--n", "2000"),
+        "",
+        "--rounds 2 --n 2000",
         "the statement classifier, µs per statement",
     ),
 )
@@ -151,7 +105,7 @@ STEPS = (
 
 def run_step(step: Step, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     out = tmp / f"{step.name}.json"
-    extra = list(step.smoke if args.smoke else step.args)
+    extra = (step.smoke if args.smoke else step.args).split()
     if step.script == "run.py" and not args.smoke:
         extra += ["--rounds", str(args.rounds), "--seconds", str(args.seconds)]
         if "--targets" not in extra:
