@@ -311,8 +311,8 @@ class Pool:
                         self._deadlines_unordered = True  # (the timeout was changed)
                     deadlines.append(waiter)
                     if not self._expiring:
+                        self._nursery.start_soon(self._expire)  # (raises at shutdown)
                         self._expiring = True
-                        self._nursery.start_soon(self._expire)
                     await wait_task_rescheduled(waiter.abort)
             except BaseException:
                 self._abandon(waiter)
