@@ -46,7 +46,8 @@ if str(REPO / "bench") not in sys.path:
     sys.path.insert(0, str(REPO / "bench"))
 
 # the soak's proxy start-up check (same account: app / app-secret on 127.0.0.1)
-from soak import HOST, PASSWORD, USER, free_port, wait_for_login  # noqa: E402
+from run import wait_for_login  # noqa: E402
+from soak import HOST, PASSWORD, USER, free_port  # noqa: E402
 
 from tainted_proxy.testing.mariadb import MariaDBNotFound, MariaDBServer  # noqa: E402
 from tainted_proxy.wire.auth import native_password_response  # noqa: E402
@@ -263,7 +264,7 @@ pool_mode = "transaction"
                 env=env,
                 start_new_session=True,  # a Ctrl-C is for us; we stop it by pid
             )
-        wait_for_login(self.proc, self.port, self.log_tail)
+        wait_for_login(self.proc, self.port, self.log_tail, database=None)
 
     @property
     def pid(self) -> int:

@@ -516,29 +516,37 @@ class PymysqlLoad:
 # --------------------------------------------------------------------------------------------
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], port: int, what: str, tail: Any) -> None:
-    """Until a pymysql login through ``port`` works (30 s at most)."""
+def wait_for_login(
+    proc: subprocess.Popen[bytes],
+    port: int,
+    log_tail: Callable[[], str],
+    what: str = "proxy",
+    database: str | None = DB,
+) -> None:
+    """Until a pymysql login as USER through ``port`` works (30 s at most); RuntimeError
+    with the log's tail if ``proc`` exits first or time runs out."""
     deadline = time.monotonic() + 30
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode} at start-up:\n{tail()}")
+            raise RuntimeError(
+                f"{what} exited with code {proc.returncode} at start-up:\n{log_tail()}"
+            )
         try:
             # autocommit=True: pymysql's default connect sends SET AUTOCOMMIT = 0, which a
             # proxy in statement pooling refuses (no transactions there)
-            conn = pymysql.connect(
+            pymysql.connect(
                 host=HOST,
                 port=port,
                 user=USER,
                 password=PASSWORD,
-                database=DB,
+                database=database,
                 connect_timeout=2,
                 autocommit=True,
-            )
-            conn.close()
+            ).close()
             return
         except (pymysql.err.MySQLError, OSError) as exc:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} not ready within 30 s ({exc}):\n{tail()}") from exc
+                raise RuntimeError(f"{what} not ready within 30 s ({exc}):\n{log_tail()}") from exc
             time.sleep(0.05)
 
 
@@ -620,7 +628,7 @@ class RelayProcess(Target):
             cmd, stdin=subprocess.DEVNULL, start_new_session=True, stderr=subprocess.DEVNULL
         )
         boost(self.proc.pid)
-        _wait_ready(self.proc, self.port, f"relay {self.name}", lambda: "")
+        wait_for_login(self.proc, self.port, lambda: "", f"relay {self.name}")
 
 
 class ProxyProcess(Target):
@@ -708,7 +716,7 @@ pool_mode = "{self.pool_mode}"
                 start_new_session=True,  # a Ctrl-C is for us; we stop it by pid
             )
         boost(self.proc.pid)
-        _wait_ready(self.proc, self.port, f"proxy ({self.pool_mode})", self.log_tail)
+        wait_for_login(self.proc, self.port, self.log_tail, f"proxy ({self.pool_mode})")
 
     def describe(self) -> str:
         return (

@@ -48,11 +48,13 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pymysql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a plain script from anywhere
+from run import wait_for_login  # noqa: E402
 
 HOST = "127.0.0.1"
 USER = "app"
@@ -98,23 +100,6 @@ def rss_kb(pid: int) -> int | None:
     except OSError:
         return None
     return None
-
-
-def wait_for_login(proc: subprocess.Popen[bytes], port: int, log_tail: Callable[[], str]) -> None:
-    """Until a pymysql login as USER through ``port`` works (30 s at most)."""
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"proxy exited at start-up:\n{log_tail()}")
-        try:
-            pymysql.connect(
-                host=HOST, port=port, user=USER, password=PASSWORD, connect_timeout=2
-            ).close()
-            return
-        except (pymysql.MySQLError, OSError) as exc:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"proxy not ready ({exc}):\n{log_tail()}") from exc
-            time.sleep(0.05)
 
 
 def error_code(exc: BaseException) -> int | None:
@@ -581,7 +566,7 @@ max_pinned = {pin_cap}
                 stderr=log,
                 start_new_session=True,
             )
-        wait_for_login(self.proc, self.port, self.log_tail)
+        wait_for_login(self.proc, self.port, self.log_tail, database=None)
 
     @property
     def pid(self) -> int:
