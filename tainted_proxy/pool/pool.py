@@ -248,13 +248,8 @@ class Pool:
             if self._close(conn):
                 self._hand_out_slot()
             return None
-        self.in_use.add(conn)
-        stats = self.stats
-        stats.acquired += 1
-        if conn.settings == want[0] and conn.schema == want[1]:
-            stats.exact_hits += 1
-        else:
-            stats.nearest_hits += 1
+        self.stats.acquired += 1
+        self._taken(conn, conn.settings == want[0] and conn.schema == want[1])
         return conn
 
     def _take_idle(
@@ -270,14 +265,19 @@ class Pool:
                 if self._close(conn):
                     self._hand_out_slot()
                 continue
-            if want is not None:
-                if exact:
-                    self.stats.exact_hits += 1
-                else:
-                    self.stats.nearest_hits += 1
-            self.in_use.add(conn)
+            self._taken(conn, None if want is None else exact)
             return conn
         return None
+
+    def _taken(self, conn: ServerConn, exact: bool | None) -> None:
+        """An idle connection goes to a checkout; ``exact``: it carried the wanted
+        settings and schema (None: nothing was wanted)."""
+        self.in_use.add(conn)
+        if exact is not None:
+            if exact:
+                self.stats.exact_hits += 1
+            else:
+                self.stats.nearest_hits += 1
 
     async def _open(self, key: PoolKey) -> ServerConn:
         try:
