@@ -25,6 +25,20 @@ def server(mariadb_factory) -> MariaDBServer:
     return mariadb_factory()
 
 
+def app_client(p, **kw):
+    """The test's pymysql client of the proxy ``p`` (user app, database test, autocommit)."""
+    kw.setdefault("read_timeout", 30)
+    return pymysql.connect(
+        host="127.0.0.1",
+        port=p.port,
+        user="app",
+        password="app-secret",
+        database="test",
+        autocommit=True,
+        **kw,
+    )
+
+
 def q(c, sql):
     with c.cursor() as cur:
         cur.execute(sql)
@@ -55,15 +69,7 @@ def test_statement_in_flight_gets_an_error_and_the_session_survives_a_restart(
         checkout_timeout=2.0,
         upstream={"connect_timeout": 1},
     )
-    c = pymysql.connect(
-        host="127.0.0.1",
-        port=p.port,
-        user="app",
-        password="app-secret",
-        database="test",
-        autocommit=True,
-        read_timeout=30,
-    )
+    c = app_client(p)
     q(c, "SET time_zone = '+05:30'")
     q(c, "SET @carried = 'kept'")
     got: dict[str, object] = {}
@@ -89,15 +95,7 @@ def test_a_session_in_a_transaction_is_told_and_disconnected(pooling_proxy, serv
     p = pooling_proxy(
         "transaction", server=server, max_connections=4, upstream={"connect_timeout": 1}
     )
-    c = pymysql.connect(
-        host="127.0.0.1",
-        port=p.port,
-        user="app",
-        password="app-secret",
-        database="test",
-        autocommit=True,
-        read_timeout=30,
-    )
+    c = app_client(p)
     q(c, "CREATE TABLE IF NOT EXISTS r (a INT)")
     q(c, "BEGIN")
     q(c, "INSERT INTO r VALUES (1)")
@@ -118,15 +116,7 @@ def test_while_the_database_is_down_statements_get_a_server_error_not_2013(pooli
         checkout_timeout=1.0,
         upstream={"connect_timeout": 1},
     )
-    c = pymysql.connect(
-        host="127.0.0.1",
-        port=p.port,
-        user="app",
-        password="app-secret",
-        database="test",
-        autocommit=True,
-        read_timeout=30,
-    )
+    c = app_client(p)
     q(c, "SET time_zone = '-08:00'")
     server.stop()
     with pytest.raises(pymysql.MySQLError) as e:
@@ -140,14 +130,7 @@ def test_while_the_database_is_down_statements_get_a_server_error_not_2013(pooli
 @pytest.mark.parametrize("mode", ["session", "transaction"])
 def test_a_client_gone_during_a_long_query_has_it_killed_upstream(pooling_proxy, server, mode):
     p = pooling_proxy(mode, server=server, max_connections=4)
-    c = pymysql.connect(
-        host="127.0.0.1",
-        port=p.port,
-        user="app",
-        password="app-secret",
-        database="test",
-        autocommit=True,
-    )
+    c = app_client(p, read_timeout=None)
     payload = b"\x03SELECT SLEEP(30) AS gone"
     c._sock.sendall(len(payload).to_bytes(3, "little") + b"\x00" + payload)  # no wait
 
