@@ -23,8 +23,9 @@ OTHER = "(other statements)"
 WINDOW_MINUTES = 60
 #: checkout waits kept for the percentiles
 WAIT_SAMPLES = 2048
-#: (time, client sessions, upstream connections) samples kept
+#: (time, client sessions, upstream connections) samples kept, one per interval (s)
 HISTORY_SAMPLES = 720
+HISTORY_INTERVAL = 5.0
 
 # ledger event kinds besides pins
 REFUSED = "refused in statement mode"
@@ -202,11 +203,16 @@ class Accounting:
         return out
 
     def wait_percentiles(self) -> dict[str, float]:
-        waits = sorted(self.waits)
-        if not waits:
-            return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+        return percentiles(self.waits)
 
-        def pick(q: float) -> float:
-            return waits[min(len(waits) - 1, int(q * len(waits)))]
 
-        return {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": waits[-1]}
+def percentiles(samples: Iterable[float]) -> dict[str, float]:
+    """p50, p90, p99 and the largest of ``samples`` (all 0.0 when there is none)."""
+    waits = sorted(samples)
+    if not waits:
+        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+
+    def pick(q: float) -> float:
+        return waits[min(len(waits) - 1, int(q * len(waits)))]
+
+    return {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": waits[-1]}

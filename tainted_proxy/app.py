@@ -13,12 +13,11 @@ import signal
 import socket
 import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import partial
 
 import trio
 
-from tainted_proxy.accounting import Accounting, ProxyStats
+from tainted_proxy.accounting import HISTORY_INTERVAL, Accounting, ProxyStats
 from tainted_proxy.admission import FailedLogins
 from tainted_proxy.backend.catalog import Catalog
 from tainted_proxy.backend.server import (
@@ -30,37 +29,25 @@ from tainted_proxy.backend.server import (
 )
 from tainted_proxy.config import Config, ConfigError, load_config
 from tainted_proxy.frontend import watchdog
-from tainted_proxy.frontend.client import Client, holds_work
+from tainted_proxy.frontend.client import FIRST_CLIENT_ID, Client, holds_work
 from tainted_proxy.frontend.handshake import PROXY_CAPABILITIES, SEMANTIC_CAPABILITIES
-from tainted_proxy.frontend.listener import FIRST_CLIENT_ID, Listener, bind
+from tainted_proxy.frontend.listener import Listener, bind
 from tainted_proxy.net import ConnectionClosed
+from tainted_proxy.peers import socket_path
 from tainted_proxy.pool.pool import Pool, PoolKey
 from tainted_proxy.pool.shared import SharedBudget
 from tainted_proxy.wire.constants import DEFAULT_CHARSET_ID
 from tainted_proxy.wire.errors import ProtocolError
 from tainted_proxy.wire.packets import com_query
+from tainted_proxy.workers import WorkerRole
 
 log = logging.getLogger("tainted_proxy")
 
 DEFAULT_SERVER_VERSION = "5.5.5-10.11.0-MariaDB-tainted-proxy"
-HISTORY_INTERVAL = 5.0  # seconds between samples of the multiplexing ratio
 _LOGIN_REFUSED = frozenset((1044, 1045, 1698, 1251, 1275))
 _START_ERRORS = (UpstreamError, OSError, ConnectionClosed, ProtocolError, trio.TooSlowError)
 #: a worker whose parent is gone (killed with SIGKILL) shuts down within this
 PARENT_WATCH = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerRole:
-    """This process is worker ``index`` of ``count`` (``serve --workers``, tainted_proxy.
-    workers): it shares the upstream budget in ``shared_path`` with the others, gives
-    out the client ids ``≡ index (mod count)``, serves the admin endpoint on its port +
-    ``index``, and stops when the parent ``parent_pid`` is gone."""
-
-    index: int
-    count: int
-    shared_path: str
-    parent_pid: int
 
 
 def _caps_by_upstream_user(config: Config) -> dict[str, int]:
@@ -195,20 +182,6 @@ class Proxy:
             if s.up is not None and s.up.thread_id == ident:
                 return s
         return None
-
-    def elsewhere(self, ident: int) -> str | None:
-        """Why ``ident``, unknown here, may still be a session: another worker gave it
-        out (ids are ``≡ worker index (mod workers)``); None with one worker."""
-        w = self.worker
-        if w is None or ident < FIRST_CLIENT_ID:
-            return None
-        owner = (ident - FIRST_CLIENT_ID) % w.count
-        if owner == w.index:
-            return None
-        return (
-            f"it belongs to tainted-proxy worker {owner} of {w.count}; with proxy.workers "
-            "> 1, KILL reaches sessions of the worker the client is connected to only"
-        )
 
     # -- upstream ------------------------------------------------------------------------
     async def own_connection(self, user: str) -> ServerConn:
@@ -364,6 +337,7 @@ class Proxy:
                     nursery.start_soon(self._signals)
                 if self.worker is not None:
                     nursery.start_soon(self._watch_parent, self.worker.parent_pid)
+                    await nursery.start(self._answer_peers, self.worker)
                 task_status.started(self.port)
                 first, step = FIRST_CLIENT_ID, 1
                 if self.worker is not None:
@@ -423,6 +397,18 @@ class Proxy:
         except _START_ERRORS as exc:
             log.warning("event=shutdown_kill_failed error=%r", str(exc))
         return killed
+
+    async def _answer_peers(
+        self, worker: WorkerRole, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The other workers ask this one for its admin views and to KILL its sessions."""
+        from tainted_proxy.admin import fleet
+        from tainted_proxy.frontend import kill
+        from tainted_proxy.peers import server
+
+        handlers = {**fleet.handlers(self), "kill": kill.peer_handler(self)}
+        path = socket_path(worker.shared_path, worker.index)
+        await server.serve(path, handlers, task_status=task_status)
 
     async def _watch_parent(self, parent_pid: int) -> None:
         """A worker outliving its parent (killed without forwarding a signal) would

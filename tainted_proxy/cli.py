@@ -9,9 +9,10 @@ import sys
 def _serve(args: argparse.Namespace) -> int:
     import trio
 
-    from tainted_proxy.app import Proxy, WorkerRole
+    from tainted_proxy.app import Proxy
     from tainted_proxy.config import Config, ConfigError, load_config
     from tainted_proxy.logs import configure
+    from tainted_proxy.workers import WorkerRole
 
     def overrides(cfg: Config) -> Config:
         return cfg.with_overrides(

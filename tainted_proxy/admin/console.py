@@ -1,10 +1,12 @@
 """The SQL admin console: what a user named in ``[admin] users`` gets when it connects to
 the proxy's own port with the database ``tainted_proxy`` (frontend.admin_session sends it).
 
-``execute(proxy, session, sql)`` parses one statement and returns a ``ResultSet`` (columns
-and rows, for wire.packets.text_resultset) or ``Ok``, or raises ``ConsoleError`` (an ERR).
-It reads the running proxy only through admin.snapshot, so the console shows what the
-HTTP endpoint and the page show. No I/O; built on the event loop's thread.
+``execute(proxy, session, sql, views)`` parses one statement and returns a ``ResultSet``
+(columns and rows, for wire.packets.text_resultset) or ``Ok``, or raises ``ConsoleError``
+(an ERR). It reads the running proxy's views only through admin.views (``views``: every
+worker's, gathered beforehand by admin.fleet when ``shows_views`` says the statement
+needs them; else this process's), so the console shows what the HTTP endpoint and the
+page show. No I/O; built on the event loop's thread.
 
 The views (column names are snake_case, as in the JSON views)::
 
@@ -38,7 +40,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tainted_proxy.admin import snapshot
+from tainted_proxy.admin import views as admin_views
+from tainted_proxy.admin.merge import POOL_COUNTS
+from tainted_proxy.admin.views import Views
 
 if TYPE_CHECKING:
     from tainted_proxy.frontend.client import Services as Proxy
@@ -228,9 +232,9 @@ def _when(t: float) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 
-def _settings_rows(proxy: Proxy) -> list[dict[str, Any]]:
+def _settings_rows(v: Views) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str], dict[str, Any]] = {}
-    for s in snapshot.servers(proxy):
+    for s in v.servers():
         key = (s["upstream_user"], s["settings"])
         g = groups.setdefault(
             key,
@@ -247,37 +251,27 @@ def _settings_rows(proxy: Proxy) -> list[dict[str, Any]]:
     return sorted(groups.values(), key=lambda g: (g["upstream_user"], -g["connections"]))
 
 
-def show_pools(proxy: Proxy) -> ResultSet:
+def show_pools(v: Views) -> ResultSet:
     subpools: dict[str, int] = {}
-    for g in _settings_rows(proxy):
+    for g in _settings_rows(v):
         subpools[g["upstream_user"]] = subpools.get(g["upstream_user"], 0) + 1
     cols = [
         "upstream_user",
         "users",
         "modes",
-        "clients_active",
-        "clients_idle",
-        "clients_waiting",
-        "pinned",
-        "upstream_in_use",
-        "upstream_idle",
+        *POOL_COUNTS,
         "cap",
         "subpools",
         "multiplexing_ratio",
     ]
     rows: list[list[Value]] = []
-    for p in snapshot.pools(proxy):
+    for p in v.pools():
         rows.append(
             [
                 p["upstream_user"],
                 _text(p["users"]),
                 _text(p["modes"]),
-                p["clients_active"],
-                p["clients_idle"],
-                p["clients_waiting"],
-                p["pinned"],
-                p["upstream_in_use"],
-                p["upstream_idle"],
+                *(p[k] for k in POOL_COUNTS),
                 _int(p["cap"]),
                 subpools.get(p["upstream_user"], 0),
                 _text(p["multiplexing_ratio"]),
@@ -286,7 +280,7 @@ def show_pools(proxy: Proxy) -> ResultSet:
     return ResultSet(cols, rows)
 
 
-def show_sessions(proxy: Proxy) -> ResultSet:
+def show_sessions(v: Views) -> ResultSet:
     cols = [
         "id",
         "user",
@@ -305,16 +299,14 @@ def show_sessions(proxy: Proxy) -> ResultSet:
         "statements",
     ]
     rows: list[list[Value]] = []
-    for s in snapshot.sessions(proxy):
-        cl = proxy.sessions.get(s["id"])
-        mode = "admin" if getattr(cl, "admin", False) else s["mode"]
+    for s in v.sessions():
         rows.append(
             [
                 s["id"],
                 s["user"],
                 s["address"],
                 s["program"],
-                mode,
+                s["mode"],
                 s["state"],
                 _int(s["upstream_thread_id"]),
                 s["pin"],
@@ -330,7 +322,7 @@ def show_sessions(proxy: Proxy) -> ResultSet:
     return ResultSet(cols, rows)
 
 
-def show_servers(proxy: Proxy) -> ResultSet:
+def show_servers(v: Views) -> ResultSet:
     cols = [
         "thread_id",
         "upstream_user",
@@ -350,12 +342,12 @@ def show_servers(proxy: Proxy) -> ResultSet:
             _text(s["age_seconds"]),
             _text(s["idle_seconds"]),
         ]
-        for s in snapshot.servers(proxy)
+        for s in v.servers()
     ]
     return ResultSet(cols, rows)
 
 
-def show_taints(proxy: Proxy) -> ResultSet:
+def show_taints(v: Views) -> ResultSet:
     cols = [
         "user",
         "program",
@@ -383,16 +375,16 @@ def show_taints(proxy: Proxy) -> ResultSet:
             _when(e["last_seen"]),
             e["hint"],
         ]
-        for e in snapshot.report(proxy)["ledger"]
+        for e in v.report()["ledger"]
     ]
     return ResultSet(cols, rows)
 
 
-def show_settings(proxy: Proxy) -> ResultSet:
+def show_settings(v: Views) -> ResultSet:
     cols = ["upstream_user", "settings", "connections", "in_use", "idle"]
     rows: list[list[Value]] = [
         [g["upstream_user"], g["settings"], g["connections"], g["in_use"], g["idle"]]
-        for g in _settings_rows(proxy)
+        for g in _settings_rows(v)
     ]
     return ResultSet(cols, rows)
 
@@ -405,18 +397,18 @@ def _flatten(prefix: str, v: Any, out: list[list[Value]]) -> None:
         out.append([prefix, _text(v)])
 
 
-def show_stats(proxy: Proxy) -> ResultSet:
+def show_stats(v: Views) -> ResultSet:
     rows: list[list[Value]] = []
-    totals = snapshot.totals(proxy)
+    totals = v.totals()
     totals.pop("history", None)
     _flatten("", totals, rows)
-    _flatten("", snapshot.stats(proxy), rows)
+    _flatten("", v.stats(), rows)
     return ResultSet(["name", "value"], rows)
 
 
-def show_config(proxy: Proxy) -> ResultSet:
+def show_config(v: Views) -> ResultSet:
     rows: list[list[Value]] = []
-    _flatten("", snapshot.config(proxy), rows)
+    _flatten("", v.config(), rows)
     return ResultSet(["name", "value"], rows)
 
 
@@ -432,12 +424,12 @@ HELP: list[tuple[str, str]] = [
 ]
 
 
-def show_help(proxy: Proxy) -> ResultSet:
+def show_help(v: Views) -> ResultSet:
     return ResultSet(["statement", "description"], [[s, d] for s, d in HELP])
 
 
 # view name -> (builder, the column LIKE matches)
-VIEWS: dict[str, tuple[Callable[[Proxy], ResultSet], str | None]] = {
+VIEWS: dict[str, tuple[Callable[[Views], ResultSet], str | None]] = {
     "POOLS": (show_pools, "upstream_user"),
     "SESSIONS": (show_sessions, "user"),
     "SERVERS": (show_servers, "upstream_user"),
@@ -607,7 +599,9 @@ def _like_tail(sql: str, toks: list[_Tok]) -> str | None:
     raise _unsupported(sql)
 
 
-def _show(proxy: Proxy, session: ConsoleSession, sql: str, toks: list[_Tok]) -> ResultSet:
+def _show(
+    proxy: Proxy, session: ConsoleSession, sql: str, toks: list[_Tok], views: Views | None
+) -> ResultSet:
     words = [t.upper if t.kind == "word" else "" for t in toks]
     what = words[1] if len(words) > 1 else ""
     if what in VIEWS:
@@ -615,7 +609,7 @@ def _show(proxy: Proxy, session: ConsoleSession, sql: str, toks: list[_Tok]) -> 
         pattern = _like_tail(sql, toks[2:])
         if pattern is not None and column is None:
             raise _unsupported(sql)
-        return _filtered(build(proxy), column, pattern)
+        return _filtered(build(views or admin_views.local(proxy)), column, pattern)
     rest = toks[1:]
     if rest and rest[0].upper in ("GLOBAL", "SESSION", "LOCAL"):
         rest = rest[1:]
@@ -649,7 +643,14 @@ def _set(session: ConsoleSession, toks: list[_Tok]) -> Ok:
     return Ok()
 
 
-def execute(proxy: Proxy, session: ConsoleSession, sql: str) -> ResultSet | Ok:
+def shows_views(sql: str) -> bool:
+    """Does ``sql`` read the views (worth gathering every worker's first)?"""
+    return sql.lstrip()[:4].upper() == "SHOW"
+
+
+def execute(
+    proxy: Proxy, session: ConsoleSession, sql: str, views: Views | None = None
+) -> ResultSet | Ok:
     """Run one admin statement. Raises ConsoleError for an ERR."""
     toks = _tokens(sql)
     if not toks:
@@ -662,7 +663,7 @@ def execute(proxy: Proxy, session: ConsoleSession, sql: str) -> ResultSet | Ok:
         )
     head = toks[0].upper
     if head == "SHOW":
-        return _show(proxy, session, sql, toks)
+        return _show(proxy, session, sql, toks, views)
     if head == "SELECT":
         return _select(proxy, session, sql, toks)
     if head == "SET":

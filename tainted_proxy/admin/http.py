@@ -2,8 +2,9 @@
 
 A Starlette application served by Hypercorn's Trio worker (``hypercorn.trio.serve``) in
 the proxy's own nursery (app.Proxy.serve). Every handler is ``async``, so it runs on the
-Trio thread and reads the proxy's state directly through admin.snapshot; nothing here
-runs in a worker thread except StaticFiles reading the page's files from disk.
+Trio thread and reads the proxy's state directly through admin.views (with ``serve
+--workers N``, admin.fleet first gathers every worker's part); nothing here runs in a
+worker thread except StaticFiles reading the page's files from disk.
 
 Routes (docs/admin.md): ``/report`` (``?minutes=N``), ``/pools``, ``/sessions``,
 ``/servers``, ``/stats``, ``/config`` (JSON), ``/metrics`` (Prometheus text), ``/`` (the
@@ -41,7 +42,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tainted_proxy.accounting import WINDOW_MINUTES
-from tainted_proxy.admin import metrics, snapshot
+from tainted_proxy.admin import fleet, metrics, views
 from tainted_proxy.config import is_loopback_host, parse_listen
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ COOKIE = "tainted_proxy_admin"
 DEFAULT_MINUTES = 5
 #: the classic text format every Prometheus version scrapes (generate_latest writes it)
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MISSING_HEADER = "X-Tainted-Proxy-Workers-Missing"
 
 log = logging.getLogger("tainted_proxy.admin.http")
 
@@ -170,8 +172,12 @@ def _unauthorized(headers: Headers) -> Response:
     )
 
 
-def _json(data: Any) -> JSONResponse:
-    return JSONResponse(data, headers={"Cache-Control": "no-store"})
+def _json(data: Any, v: views.Views | None = None) -> JSONResponse:
+    headers = {"Cache-Control": "no-store"}
+    if v is not None and v.missing:
+        # with serve --workers N: these workers did not answer, their part is not here
+        headers[MISSING_HEADER] = ",".join(map(str, v.missing))
+    return JSONResponse(data, headers=headers)
 
 
 def create_app(proxy: Proxy, *, token: str = "", open_loopback: bool = True) -> ASGIApp:
@@ -190,25 +196,31 @@ def create_app(proxy: Proxy, *, token: str = "", open_loopback: bool = True) -> 
                 {"error": f"minutes must be an integer from 1 to {WINDOW_MINUTES}, got {raw!r}"},
                 status_code=400,
             )
-        return _json(snapshot.report(proxy, minutes))
+        v = await fleet.views(proxy, ["ledger"])
+        return _json(v.report(minutes), v)
 
     async def pools(request: Request) -> Response:
-        return _json({"totals": snapshot.totals(proxy), "pools": snapshot.pools(proxy)})
+        v = await fleet.views(proxy, ["totals", "pools"])
+        return _json({"totals": v.totals(), "pools": v.pools()}, v)
 
     async def sessions(request: Request) -> Response:
-        return _json(snapshot.sessions(proxy))
+        v = await fleet.views(proxy, ["sessions"])
+        return _json(v.sessions(), v)
 
     async def servers(request: Request) -> Response:
-        return _json(snapshot.servers(proxy))
+        v = await fleet.views(proxy, ["servers"])
+        return _json(v.servers(), v)
 
     async def stats(request: Request) -> Response:
-        return _json(snapshot.stats(proxy))
+        v = await fleet.views(proxy, ["stats"])
+        return _json(v.stats(), v)
 
     async def config(request: Request) -> Response:
-        return _json(snapshot.config(proxy))
+        return _json(views.local(proxy).config())
 
     async def prometheus(request: Request) -> Response:
-        return Response(metrics.render(registry), headers={"Content-Type": METRICS_CONTENT_TYPE})
+        text = await fleet.metrics_text(proxy, registry)
+        return Response(text, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def index(request: Request) -> Response:
         return HTMLResponse(

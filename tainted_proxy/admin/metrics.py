@@ -1,7 +1,7 @@
 """``/metrics``: the proxy's counters and gauges in the Prometheus text format.
 
 A custom ``prometheus_client`` Collector builds every metric family at scrape time from
-the same views the other admin interfaces show (admin.snapshot) and from the accounting,
+the same views the other admin interfaces show (admin.views) and from the accounting,
 so nothing is counted twice and ``/metrics`` never disagrees with ``/pools`` or
 ``/report``. It runs on the proxy's Trio thread (the HTTP handlers run in the proxy's
 event loop), like every other reader of the proxy's state.
@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from tainted_proxy import accounting
-from tainted_proxy.admin import snapshot
+from tainted_proxy.admin import views
 
 if TYPE_CHECKING:
     from tainted_proxy.frontend.client import Services as Proxy
@@ -219,8 +219,9 @@ class ProxyCollector(Collector):
         yield errors
 
         # -- gauges (the same numbers as /pools) ----------------------------------------
-        pools = snapshot.pools(proxy)
-        totals = snapshot.totals(proxy)
+        local = views.local(proxy)
+        pools = local.pools()
+        totals = local.totals()
         sessions = _gauge(
             "sessions",
             "Client sessions per upstream login: active (running a statement or holding a "

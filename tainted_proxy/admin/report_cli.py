@@ -18,6 +18,7 @@ import urllib.request
 from typing import Any
 
 from tainted_proxy.accounting import WINDOW_MINUTES
+from tainted_proxy.admin.merge import POOL_COUNTS
 
 DEFAULT_URL = "http://127.0.0.1:6034"
 TOKEN_ENV = "TAINTED_PROXY_ADMIN_TOKEN"
@@ -127,18 +128,7 @@ def render(data: dict[str, Any], console: Any) -> None:
             p["upstream_user"],
             _v(p["users"]),
             _v(p["modes"]),
-            *(
-                str(p[k])
-                for k in (
-                    "clients_active",
-                    "clients_idle",
-                    "clients_waiting",
-                    "pinned",
-                    "upstream_in_use",
-                    "upstream_idle",
-                    "cap",
-                )
-            ),
+            *(str(p[k]) for k in (*POOL_COUNTS, "cap")),
             _v(p["multiplexing_ratio"]),
         )
         for sp in p["subpools"]:

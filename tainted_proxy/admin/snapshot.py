@@ -1,17 +1,20 @@
-"""What the admin surface shows, as plain JSON-able data, read from a running proxy.
+"""One process's parts of the admin views, as plain JSON-able data read from the proxy.
 
-Every interface (the HTTP endpoint and its page, /metrics, the SQL console, ``tainted-proxy
-report``) shows these same views, so they never disagree:
+admin.views makes the views of these parts (admin.merge combines one part per worker),
+so every interface (the HTTP endpoint and its page, /metrics, the SQL console,
+``tainted-proxy report``) shows the same data and never disagrees:
 
-* ``report``: the taint ledger (totals and the last minutes), with a hint per top offender;
-* ``pools``: per upstream login and pool key: client sessions active / idle / waiting,
-  upstream connections in use and idle per settings key (the sub-pools, settings shown
-  readably), pinned sessions, wait-time percentiles, the multiplexing ratio and its history;
+* ``ledger_part``: the taint ledger and the per-minute counts (the ``report`` view: the
+  ledger, largest first, with a hint per top offender, and the last minutes);
+* ``pools``: per upstream login: client sessions active / idle / waiting, upstream
+  connections in use and idle per settings key (the sub-pools, settings shown readably),
+  pinned sessions, the multiplexing ratio; ``totals_part``: the process's totals, its
+  checkout wait samples and the ratio's history;
 * ``sessions``: one row per client session (user, address, program, mode, held upstream
   connection and its server thread id, pin with reasons, objects and age, current
   statement and its age);
 * ``servers``: one row per upstream connection;
-* ``stats``: the process counters.
+* ``stats``: the process counters; ``config``: the configuration, secrets left out.
 
 Built on the event loop's thread (the proxy's state is never read from another thread).
 """
@@ -22,15 +25,13 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from tainted_proxy.admin.hints import hint
+from tainted_proxy.admin import merge
 from tainted_proxy.taint.fingerprint import fingerprint
 
 if TYPE_CHECKING:
     from tainted_proxy.backend.server import ServerConn
     from tainted_proxy.frontend.client import Client
     from tainted_proxy.frontend.client import Services as Proxy
-
-TOP = 50
 
 
 def settings_text(settings: frozenset[tuple[str, str]], schema: str | None = None) -> str:
@@ -57,7 +58,7 @@ def session_row(cl: Client, now: float) -> dict[str, Any]:
         "user": cl.user,
         "address": cl.io.peer_host,
         "program": cl.program,
-        "mode": state.mode or "session",
+        "mode": "admin" if cl.admin else (state.mode or "session"),
         "state": "active" if cl.busy else ("holding" if up is not None else "idle"),
         "upstream_thread_id": up.thread_id if up is not None else None,
         "pin": state.pin_reason,
@@ -116,12 +117,7 @@ def pools(proxy: Proxy) -> list[dict[str, Any]]:
                 "upstream_user": login,
                 "users": set(),
                 "modes": set(),
-                "clients_active": 0,
-                "clients_idle": 0,
-                "clients_waiting": 0,
-                "pinned": 0,
-                "upstream_in_use": 0,
-                "upstream_idle": 0,
+                **dict.fromkeys(merge.POOL_COUNTS, 0),
                 "cap": pool.budget.user_cap(login),
                 "subpools": Counter(),
                 "subpools_in_use": Counter(),
@@ -146,9 +142,7 @@ def pools(proxy: Proxy) -> list[dict[str, Any]]:
         if c.key is not None:
             r = row(c.key.user)  # type: ignore[attr-defined]
             r["upstream_in_use"] += 1
-            text = settings_text(c.settings, c.schema)
-            r["subpools"].setdefault(text, 0)
-            r["subpools_in_use"][text] += 1
+            r["subpools_in_use"][settings_text(c.settings, c.schema)] += 1
     for key, stack in pool.idle.items():
         r = row(key.user)
         r["upstream_idle"] += len(stack)
@@ -160,31 +154,25 @@ def pools(proxy: Proxy) -> list[dict[str, Any]]:
         clients = r["clients_active"] + r["clients_idle"]
         r["users"] = sorted(r["users"])
         r["modes"] = sorted(r["modes"])
-        in_use = r.pop("subpools_in_use")
         # one sub-pool per settings key: its idle connections (what a checkout with
         # those settings takes without a round trip) and those in use now
-        r["subpools"] = sorted(
-            ({"settings": k, "idle": n, "in_use": in_use[k]} for k, n in r["subpools"].items()),
-            key=lambda sp: (-sp["idle"] - sp["in_use"], sp["settings"]),
-        )
-        r["multiplexing_ratio"] = round(clients / upstream, 2) if upstream else None
+        r["subpools"] = merge.subpool_rows(r["subpools"], r.pop("subpools_in_use"))
+        r["multiplexing_ratio"] = merge.multiplexing_ratio(clients, upstream)
         out.append(r)
     return sorted(out, key=lambda r: r["upstream_user"])
 
 
-def totals(proxy: Proxy) -> dict[str, Any]:
+def totals_part(proxy: Proxy) -> dict[str, Any]:
+    """This process's part of ``totals`` (admin.merge.totals): its wait samples raw."""
     pool = proxy.pool
-    clients = len(proxy.sessions)
-    upstream = pool.total
     return {
-        "client_sessions": clients,
-        "upstream_connections": upstream,
+        "client_sessions": len(proxy.sessions),
+        "upstream_connections": pool.total,
         "upstream_cap": pool.max_connections,
         "upstream_idle": pool.idle_count,
         "waiting": len(pool.waiters),
         "pinned": proxy.accounting.stats.pinned_now,
-        "multiplexing_ratio": round(clients / upstream, 2) if upstream else None,
-        "wait_seconds": proxy.accounting.wait_percentiles(),
+        "wait_samples": list(proxy.accounting.waits),
         "history": [
             {"time": t, "client_sessions": c, "upstream_connections": u}
             for t, c, u in proxy.accounting.history
@@ -192,52 +180,19 @@ def totals(proxy: Proxy) -> dict[str, Any]:
     }
 
 
-def report(proxy: Proxy, minutes: int = 5) -> dict[str, Any]:
-    """The taint ledger, largest first, each top offender with a hint."""
+def ledger_part(proxy: Proxy) -> dict[str, Any]:
+    """This process's part of ``report`` (admin.merge.report): the whole ledger and the
+    per-minute counts."""
     acc = proxy.accounting
-    entries = sorted(acc.entries.values(), key=lambda e: (-e.count, -e.pinned_seconds))
-    sessions_by_user = Counter(cl.user for cl in proxy.sessions.values())
-    rows = []
-    for e in entries[:TOP]:
-        d = e.as_dict()
-        d["hint"] = hint(e.reason, user=e.user, count=e.count, fingerprint=e.fingerprint)
-        rows.append(d)
-    recent = [
-        {"user": user, "reason": reason, "count": n}
-        for (user, reason), n in acc.recent(minutes).most_common(TOP)
-    ]
     return {
-        "generated_at": time.time(),
-        "window_minutes": minutes,
-        "ledger": rows,
-        "ledger_entries": len(acc.entries),
-        "recent": recent,
-        "series": minute_series(proxy, minutes),
-        "pins_by_reason": dict(acc.stats.pins.most_common()),
-        "sessions_by_user": dict(sessions_by_user),
+        "entries": [e.as_dict() for e in acc.entries.values()],
+        "window": [
+            (minute, [(user, reason, n) for (user, reason), n in counts.items()])
+            for minute, counts in acc.window
+        ],
+        "pins": dict(acc.stats.pins),
+        "sessions_by_user": dict(Counter(cl.user for cl in proxy.sessions.values())),
     }
-
-
-def minute_series(proxy: Proxy, minutes: int = 5) -> list[dict[str, Any]]:
-    """Pins and ledger events per minute over the last ``minutes`` (oldest first, empty
-    minutes included): ``{"minute": <epoch seconds at its start>, "total": n,
-    "by_reason": {reason: n}}``."""
-    acc = proxy.accounting
-    now = int(acc.now() // 60)
-    by_minute = dict(acc.window)
-    out = []
-    for minute in range(now - minutes + 1, now + 1):
-        counts: Counter[str] = Counter()
-        for (_user, reason), n in by_minute.get(minute, Counter()).items():
-            counts[reason] += n
-        out.append(
-            {
-                "minute": minute * 60,
-                "total": sum(counts.values()),
-                "by_reason": dict(counts.most_common()),
-            }
-        )
-    return out
 
 
 def stats(proxy: Proxy) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import time
 
 import trio
 
-from tainted_proxy.admin import console
+from tainted_proxy.admin import console, fleet
 from tainted_proxy.frontend.client import Client, SessionEnd
 from tainted_proxy.frontend.handshake import ClientLogin
 from tainted_proxy.wire.codec import frame
@@ -136,8 +136,11 @@ async def command_loop(cl: Client) -> None:
 async def _query(cl: Client, session: console.ConsoleSession, sql: bytes, caps: int) -> None:
     cl.begin_response(None, sql)
     cl.busy = True  # SHOW SESSIONS shows the statement being answered
+    text = sql.decode("utf-8", "replace")
     try:
-        result = console.execute(cl.services, session, sql.decode("utf-8", "replace"))  # type: ignore[arg-type]
+        # with serve --workers N the views are every worker's, asked for beforehand
+        views = await fleet.views(cl.services) if console.shows_views(text) else None
+        result = console.execute(cl.services, session, text, views)
     except console.ConsoleError as err:
         cl.busy = False
         await cl.io.send_error(err.code, err.sqlstate, err.message, 1)

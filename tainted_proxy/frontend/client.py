@@ -30,6 +30,12 @@ if TYPE_CHECKING:
     from tainted_proxy.backend.server import ServerConn, UpstreamTarget
     from tainted_proxy.config import Config
     from tainted_proxy.pool.pool import Pool, PoolKey
+    from tainted_proxy.workers import WorkerRole
+
+
+# proxy-assigned client ids start high so they are easy to tell from server thread ids
+# (below 2**31: some clients read the id as a signed 32-bit int)
+FIRST_CLIENT_ID = 2_000_000_000
 
 
 class SessionEnd(Exception):
@@ -65,6 +71,9 @@ class Services(Protocol):
     #: shutting down: idle sessions are told at their next statement
     draining: bool
     failed_logins: FailedLogins
+    #: with serve --workers N: which worker this process is (the others are asked for
+    #: their admin views and for KILL of their sessions: tainted_proxy.peers)
+    worker: WorkerRole | None
 
     def password_stage2(self, user: str) -> bytes | None: ...
     def caching_sha2_stage2(self, user: str) -> bytes | None: ...
@@ -72,7 +81,6 @@ class Services(Protocol):
     def upstream_credentials(self, user: str) -> tuple[str, str]: ...
     def default_schema_for(self, up: ServerConn) -> str | None: ...
     def find_session(self, ident: int) -> Client | None: ...
-    def elsewhere(self, ident: int) -> str | None: ...
 
 
 class Client:

@@ -13,17 +13,13 @@ from trio.lowlevel import wait_readable
 
 from tainted_proxy.config import parse_listen
 from tainted_proxy.frontend import session
-from tainted_proxy.frontend.client import Client, Services
+from tainted_proxy.frontend.client import FIRST_CLIENT_ID, Client, Services
 from tainted_proxy.frontend.client_io import ClientIO
 from tainted_proxy.net import Conn, ConnectionClosed
 from tainted_proxy.wire.constants import ER_CON_COUNT_ERROR
 from tainted_proxy.wire.packets import err_response
 
 log = logging.getLogger("tainted_proxy")
-
-# proxy-assigned client ids start high so they are easy to tell from server thread ids
-# (below 2**31: some clients read the id as a signed 32-bit int)
-FIRST_CLIENT_ID = 2_000_000_000
 
 
 def bind(listen: str, reuse_port: bool = False) -> socket.socket:

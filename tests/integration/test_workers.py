@@ -7,15 +7,19 @@ client tells from its id: worker i gives out ids ≡ i (mod 2)."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import socket
 import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tainted_proxy.frontend.listener import FIRST_CLIENT_ID
 from tainted_proxy.testing import serving
@@ -23,6 +27,11 @@ from tainted_proxy.testing.mariadb import MariaDBServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CAP = 4
+OTHER_USER = """
+[users.other]
+password = "other-secret"
+pool_mode = "transaction"
+"""
 
 
 def free_port(pair: bool = False) -> int:
@@ -104,11 +113,13 @@ def worker_of(client_id: int) -> int:
     return (client_id - FIRST_CLIENT_ID) % 2
 
 
-def on_worker(p: Serving, worker: int, n: int) -> list[pymysql.connections.Connection]:
-    """``n`` clients the kernel gave to ``worker`` (the others are closed)."""
+def on_worker(
+    p: Serving, worker: int, n: int, user: str = "app", database: str = "test"
+) -> list[pymysql.connections.Connection]:
+    """``n`` clients of ``user`` the kernel gave to ``worker`` (the others are closed)."""
     out = []
     for _ in range(200):
-        c = p.connect()
+        c = connect_as(p, user, database)
         if worker_of(cid(c)) == worker:
             out.append(c)
             if len(out) == n:
@@ -116,6 +127,18 @@ def on_worker(p: Serving, worker: int, n: int) -> list[pymysql.connections.Conne
         else:
             c.close()
     raise AssertionError(f"never {n} clients on worker {worker}")
+
+
+def connect_as(p: Serving, user: str, database: str) -> pymysql.connections.Connection:
+    return pymysql.connect(
+        host="127.0.0.1",
+        port=p.port,
+        user=user,
+        password=f"{user}-secret",
+        database=database,
+        autocommit=True,
+        read_timeout=30,
+    )
 
 
 class Monitor:
@@ -152,6 +175,7 @@ class Monitor:
 def server(mariadb_factory) -> MariaDBServer:
     srv = mariadb_factory()
     srv.create_user("app", "app-secret")
+    srv.create_user("other", "other-secret")
     srv.execute("CREATE TABLE test.counters (id INT PRIMARY KEY, n INT NOT NULL)")
     srv.execute("INSERT INTO test.counters VALUES " + ",".join(f"({i}, 0)" for i in range(20)))
     return srv
@@ -248,25 +272,122 @@ def test_a_worker_holding_idle_connections_up_to_the_cap_does_not_starve_the_oth
     assert code == 0, err
 
 
-def test_kill_of_a_session_on_the_other_worker_says_so(server, tmp_path):
+def test_kill_reaches_a_session_of_the_other_worker_and_of_the_same_user_only(server, tmp_path):
     port = free_port()
-    p = Serving(write_config(tmp_path / "p.toml", server.port, port), port)
+    cfg = write_config(tmp_path / "p.toml", server.port, port, extra=OTHER_USER)
+    p = Serving(cfg, port)
     p.wait_listening()
     (mine,) = on_worker(p, 0, 1)
-    (other,) = on_worker(p, 1, 1)
+    (victim,) = on_worker(p, 1, 1)
+    (stranger,) = on_worker(p, 1, 1, user="other")
+    # another user's session on the other worker: unknown, as on one process
     with pytest.raises(pymysql.MySQLError) as e:
-        q(mine, f"KILL {cid(other)}")
-    assert e.value.args[0] == 1094  # ER_NO_SUCH_THREAD
-    assert "worker 1 of 2" in e.value.args[1]
-    assert q(other, "SELECT 1") == ((1,),)
-    # a session of the same worker is killed as ever
-    (victim,) = on_worker(p, 0, 1)
-    q(mine, f"KILL {cid(victim)}")
+        q(mine, f"KILL {cid(stranger)}")
+    assert e.value.args[0] == 1094 and "Unknown thread id" in e.value.args[1]
+    assert q(stranger, "SELECT 1") == ((1,),)
+    # KILL QUERY: the other worker's running statement is interrupted, its session goes on
+    victim_id = cid(victim)
+    errors: list[int] = []
+    sleeping = threading.Thread(target=_sleep_result, args=(victim, errors), daemon=True)
+    sleeping.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    q(mine, f"KILL QUERY {victim_id}")
+    sleeping.join(10)
+    assert not sleeping.is_alive() and time.monotonic() - t0 < 5
+    assert errors == [1317], errors  # ER_QUERY_INTERRUPTED
+    assert q(victim, "SELECT 1") == ((1,),)
+    # KILL CONNECTION: the session ends
+    q(mine, f"KILL {victim_id}")
     with pytest.raises(pymysql.MySQLError):
         q(victim, "SELECT 1")
+    # an id of the killer's own worker that is gone: unknown, nobody asked
+    gone = cid(mine) + 2 * 1000
+    with pytest.raises(pymysql.MySQLError) as e:
+        q(mine, f"KILL {gone}")
+    assert e.value.args[0] == 1094
     p.proc.send_signal(signal.SIGTERM)
     code, err = p.finish()
     assert code == 0, err
+    assert "event=killed_for_worker" in err and "Traceback" not in err
+
+
+def _sleep_result(c, errors: list[int]) -> None:
+    try:
+        q(c, "SELECT SLEEP(30)")
+        errors.append(0)
+    except pymysql.MySQLError as exc:
+        errors.append(exc.args[0])
+
+
+def test_the_admin_surface_of_either_worker_shows_every_worker(server, tmp_path):
+    port, admin = free_port(), free_port(pair=True)
+    ops = '[users.ops]\npassword = "ops-secret"\nupstream_user = "app"\nupstream_password = "app-secret"\n'
+    cfg = write_config(tmp_path / "p.toml", server.port, port, f"127.0.0.1:{admin}", extra=ops)
+    cfg.write_text(cfg.read_text().replace("[admin]\n", '[admin]\nusers = ["ops"]\n'))
+    p = Serving(cfg, port)
+    p.wait_listening()
+    a = on_worker(p, 0, 2)
+    b = on_worker(p, 1, 3)
+    ids = {cid(c): w for w, cs in ((0, a), (1, b)) for c in cs}
+    q(b[0], "SELECT GET_LOCK('tp_workers_admin', 5)")  # a pin on worker 1: in the ledger
+    q(a[0], "SELECT 1")
+
+    def get(w: int, path: str) -> tuple[Any, bytes]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin + w}{path}", timeout=5) as r:
+            return r.headers, r.read()
+
+    for w in (0, 1):  # the same picture from either endpoint
+        headers, body = get(w, "/sessions")
+        assert "X-Tainted-Proxy-Workers-Missing" not in headers
+        rows = {r["id"]: r["worker"] for r in json.loads(body) if r["user"] == "app"}
+        assert rows == ids, (w, rows)
+        pools = json.loads(get(w, "/pools")[1])
+        assert pools["totals"]["client_sessions"] == 5
+        (app_pool,) = [r for r in pools["pools"] if r["upstream_user"] == "app"]
+        assert (
+            app_pool["pinned"] == 1 and app_pool["clients_active"] + app_pool["clients_idle"] == 5
+        )
+        report = json.loads(get(w, "/report")[1])
+        assert any("GET_LOCK" in e["reason"] for e in report["ledger"]), report["ledger"]
+        stats = json.loads(get(w, "/stats")[1])
+        assert stats["accepted"] >= 5
+        # /metrics: every worker's samples, each with its worker label (a real parser)
+        fams = {f.name: f for f in text_string_to_metric_families(get(w, "/metrics")[1].decode())}
+        sessions = [s for s in fams["tainted_proxy_client_sessions"].samples]
+        assert {s.labels["worker"] for s in sessions} == {"0", "1"}
+        assert sum(s.value for s in sessions) == 5
+    # the SQL console on either worker lists both workers' sessions
+    for w in (0, 1):
+        (console,) = on_worker(p, w, 1, user="ops", database="tainted_proxy")
+        rows = q(console, "SHOW SESSIONS LIKE 'app'")
+        assert {r[0] for r in rows} == set(ids), rows
+        console.close()
+    # a worker that does not answer is left out, and the header says which
+    worker1 = worker_pid(p, 1)
+    os.kill(worker1, signal.SIGSTOP)
+    try:
+        headers, body = get(0, "/sessions")
+        assert headers.get("X-Tainted-Proxy-Workers-Missing") == "1"
+        assert {r["worker"] for r in json.loads(body)} == {0}
+    finally:
+        os.kill(worker1, signal.SIGCONT)
+    for c in a + b:
+        c.close()
+    p.proc.send_signal(signal.SIGTERM)
+    code, err = p.finish()
+    assert code == 0, err
+    assert "event=admin_worker_unavailable worker=1" in err and "Traceback" not in err
+
+
+def worker_pid(p: Serving, index: int) -> int:
+    """The pid of worker ``index`` (a child of the parent with ``--worker-index index``)."""
+    children = Path(f"/proc/{p.proc.pid}/task/{p.proc.pid}/children").read_text().split()
+    for pid in map(int, children):
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if argv[argv.index(b"--worker-index") + 1] == str(index).encode():
+            return pid
+    raise AssertionError(f"no worker {index} among {children}")
 
 
 def test_a_worker_that_cannot_start_stops_the_set_with_its_code(server, tmp_path):

@@ -1,11 +1,11 @@
-"""admin.snapshot additions: the per-minute series in the report (pins and events by
+"""admin.views: the per-minute series in the report (pins and events by
 reason, empty minutes included), read with a controlled clock."""
 
 from __future__ import annotations
 
 from tainted_proxy import accounting
 from tainted_proxy.accounting import Accounting
-from tainted_proxy.admin import snapshot
+from tainted_proxy.admin import views
 from tainted_proxy.app import Proxy
 from tainted_proxy.config import parse_config
 
@@ -21,7 +21,7 @@ def test_minute_series():
     now[0] += 125  # two minutes later
     acc.pin_started("app", "web", "transaction", "SELECT GET_LOCK(?, ?)", [LOCK])
     acc.event("app", "web", "statement", "BEGIN", accounting.REFUSED)
-    series = snapshot.minute_series(p, 4)
+    series = views.local(p).report(4)["series"]
     assert [m["minute"] for m in series] == [
         1_800_000_000 - 60,
         1_800_000_000,
@@ -31,6 +31,4 @@ def test_minute_series():
     assert [m["total"] for m in series] == [0, 2, 0, 2]
     assert series[1]["by_reason"] == {LOCK: 1, TEMP: 1}
     assert series[3]["by_reason"] == {LOCK: 1, accounting.REFUSED: 1}
-    report = snapshot.report(p, 4)
-    assert report["series"] == series
-    assert len(snapshot.report(p, 60)["series"]) == 60
+    assert len(views.local(p).report(60)["series"]) == 60
