@@ -3,8 +3,9 @@
 The parent binds nothing clients reach and runs no Trio loop: it creates the file the
 workers share their upstream budget through (pool.shared), starts N workers (this same
 command again, with hidden ``--worker-*`` flags), forwards SIGTERM, SIGINT and SIGHUP to
-them, and exits once they all have: 0 when every worker stopped cleanly after a signal,
-else 1 (or the first failing worker's code). A worker that exits on its own (a start-up
+them, zeroes the pinned counts of each worker that exited (its sessions are gone), and
+exits once they all have: 0 when every worker stopped cleanly after a signal, else 1 (or
+the first failing worker's code). A worker that exits on its own (a start-up
 failure, a crash) stops the others: a supervisor (systemd, the container runtime)
 restarts the whole set, which starts from an empty budget.
 
@@ -117,6 +118,7 @@ def supervise(argv: list[str], listen: str, workers: int) -> int:
                 if code is None or i in done:
                     continue
                 done.add(i)
+                shared.clear_pinned(path, i)  # its sessions, and their pins, are gone
                 if stopping and code == 0:
                     continue
                 log.warning(
