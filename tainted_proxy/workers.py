@@ -4,8 +4,9 @@ The parent binds nothing clients reach and runs no Trio loop: it creates the fil
 workers share their upstream budget through (pool.shared; each worker's Unix socket for
 the others, tainted_proxy.peers, sits beside it), starts N workers (this same
 command again, with hidden ``--worker-*`` flags), forwards SIGTERM, SIGINT and SIGHUP to
-them, and exits once they all have: 0 when every worker stopped cleanly after a signal,
-else 1 (or the first failing worker's code). A worker that exits on its own (a start-up
+them, zeroes the pinned counts of each worker that exited (its sessions are gone), and
+exits once they all have: 0 when every worker stopped cleanly after a signal, else 1 (or
+the first failing worker's code). A worker that exits on its own (a start-up
 failure, a crash) stops the others: a supervisor (systemd, the container runtime)
 restarts the whole set, which starts from an empty budget.
 
@@ -134,6 +135,7 @@ def supervise(argv: list[str], listen: str, workers: int) -> int:
                 if code is None or i in done:
                     continue
                 done.add(i)
+                shared.clear_pinned(path, i)  # its sessions, and their pins, are gone
                 if stopping and code == 0:
                     continue
                 log.warning(

@@ -9,7 +9,8 @@
 * ``maybe_release`` / ``give_back``: the one decision of how a connection returns to the
   pool: as it is (its values left for whoever takes it next to read back), reset first,
   or closed;
-* the pin accounting (``publish_pin``) and ``users.NAME.max_pinned`` (``wait_for_pin_slot``).
+* the pin accounting (``publish_pin``) and ``users.NAME.max_pinned`` (``wait_for_pin_slot``),
+  counted over all worker processes when there are several (pool.shared).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tainted_proxy.accounting import VALUES_REFUSED
 from tainted_proxy.backend.server import UpstreamError
 from tainted_proxy.frontend.client import Client, SessionEnd
 from tainted_proxy.net import ConnectionClosed
-from tainted_proxy.pool.pool import PoolTimeout
+from tainted_proxy.pool.pool import SHARE_POLL_WAITING, PoolTimeout
 from tainted_proxy.state.values import reads_of
 from tainted_proxy.taint.effects import Classification, Effect
 from tainted_proxy.taint.fingerprint import fingerprint
@@ -39,6 +40,7 @@ from tainted_proxy.wire.packets import ErrPacket, com_query
 
 if TYPE_CHECKING:
     from tainted_proxy.backend.server import ServerConn
+    from tainted_proxy.frontend.client import Services
     from tainted_proxy.pool.pool import PoolKey
     from tainted_proxy.state.settings import Settings
 
@@ -407,6 +409,7 @@ def publish_pin(cl: Client, reason: str | None) -> None:
     if (was is None) == (reason is None):
         return
     svc = cl.services
+    user = cl.user
     if reason is not None:
         c = cl.statement
         if c is not None:
@@ -430,6 +433,7 @@ def publish_pin(cl: Client, reason: str | None) -> None:
     else:
         ticket, cl.pin_ticket = cl.pin_ticket, None
         if ticket is not None:
+            user = ticket.user
             svc.accounting.pin_ended(ticket)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
@@ -440,6 +444,18 @@ def publish_pin(cl: Client, reason: str | None) -> None:
                 )
         svc.unpinned.set()
         svc.unpinned = trio.Event()
+    shared = svc.pool.shared
+    if shared is not None:
+        shared.publish_pinned(user, svc.accounting.pinned(user))
+
+
+def pinned_count(svc: Services, user: str) -> int:
+    """What users.NAME.max_pinned compares with: the user's pinned sessions in this
+    process, or over all workers when there are several (pool.shared)."""
+    shared = svc.pool.shared
+    if shared is None:
+        return svc.accounting.pinned(user)
+    return shared.pinned(user)
 
 
 async def wait_for_pin_slot(cl: Client, reason: str) -> bool:
@@ -452,25 +468,33 @@ async def wait_for_pin_slot(cl: Client, reason: str) -> bool:
     if not cap or cl.state.pin_reason is not None:
         return True
     accounting = svc.accounting
+    shared = svc.pool.shared
     with trio.move_on_after(svc.config.pool.checkout_timeout):
-        while accounting.pinned(cl.user) >= cap:
-            await svc.unpinned.wait()
+        while pinned_count(svc, cl.user) >= cap:
+            if shared is None:
+                await svc.unpinned.wait()
+            else:
+                # another worker's unpin sets no Event here: look again every few ms
+                with trio.move_on_after(SHARE_POLL_WAITING):
+                    await svc.unpinned.wait()
         return True
+    pinned = pinned_count(svc, cl.user)
     accounting.stats.checkout_timeouts += 1
     accounting.stats.errors["max_pinned"] += 1
     log.warning(
         "event=max_pinned_refused client=%s user=%s pinned=%s max_pinned=%s reason=%r",
         cl.id,
         cl.user,
-        accounting.pinned(cl.user),
+        pinned,
         cap,
         reason,
     )
+    where = "" if shared is None else f" over all {shared.workers} workers"
     await cl.io.send_error(
         ER_CON_COUNT_ERROR,
         "08004",
         f"Too many connections: tainted-proxy: user '{cl.user}' holds "
-        f"{accounting.pinned(cl.user)} pinned connections "
+        f"{pinned} pinned connections{where} "
         f"(users.{cl.user}.max_pinned = {cap}); pin reason: {reason}",
         1,
     )

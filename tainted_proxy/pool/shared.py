@@ -2,13 +2,18 @@
 
 The parent creates a small file (in /dev/shm when there is one) and every worker maps
 it. Each worker owns one row: its slots (upstream connections open, being opened, or
-closing with the slot held), the same per upstream login, and what it publishes for the
-others: clients short of a slot, idle connections held, closes under way for the others.
-A worker only ever writes its own row; a reservation (check the sums over all rows, then
-count) runs under an exclusive ``flock`` on the file, so two workers never both take the
-last slot. Giving a slot back is one store to the worker's own row and needs no lock (a
-reader that misses it sees one slot too many: the safe side). The critical sections are
-a few reads and never span an await.
+closing with the slot held), the same per upstream login, what it publishes for the
+others (clients short of a slot, idle connections held, closes under way for the
+others), and its sessions pinned now per proxy user (so that ``users.NAME.max_pinned``
+counts them over all workers: frontend.checkout). A worker only ever writes its own row;
+a reservation (check the sums over all rows, then count) runs under an exclusive
+``flock`` on the file, so two workers never both take the last slot. Giving a slot back
+is one store to the worker's own row and needs no lock (a reader that misses it sees one
+slot too many: the safe side); so is publishing a pinned count (max_pinned is checked
+before a pinning statement runs: two pins starting at once may pass it, in one process
+too). The critical sections are a few reads and never span an await. Once a worker has exited, the parent
+zeroes its pinned counts (``clear_pinned``): a worker that died holding pins could not
+count them down.
 
 The decisions are pool.budget's (``may_reserve``, ``fair_share``...); this module only
 reads and writes the counts. With one worker (the default) none of this exists: the pool
@@ -33,7 +38,7 @@ from tainted_proxy.pool import budget as decide
 if TYPE_CHECKING:
     from tainted_proxy.pool.budget import PoolKey
 
-__all__ = ["SharedBudget", "SharedView", "create_file", "MAX_WORKERS"]
+__all__ = ["SharedBudget", "SharedView", "create_file", "clear_pinned", "MAX_WORKERS"]
 
 log = logging.getLogger("tainted_proxy.pool")
 
@@ -42,17 +47,25 @@ MAGIC = 0x54505743  # "TPWC"
 #: upstream logins the file can tell apart (a login past them has its per-login cap
 #: counted in its worker only; logged once)
 LOGINS = 512
+#: proxy users the file tells apart (a user past them has users.NAME.max_pinned counted
+#: in its worker only; logged once)
+USERS = 512
 _HEADER = 8  # words: magic, workers, reserved
-_TABLE = 2 * LOGINS  # words: a 16-byte digest per login slot
-# fields of a worker's row (words), then one count per login slot
+# two digest tables (16 bytes per slot): upstream logins, then proxy users
+_LOGIN_TABLE = _HEADER
+_USER_TABLE = _LOGIN_TABLE + 2 * LOGINS
+_ROWS = _USER_TABLE + 2 * USERS
+# fields of a worker's row (words), then one count per login slot, then one pinned count
+# per user slot
 PID, TOTAL, SHORT, IDLE, YIELDING, WAITING = range(6)
 _FIELDS = 8
-_ROW = _FIELDS + LOGINS
+_PINNED = _FIELDS + LOGINS
+_ROW = _PINNED + USERS
 _WORD = 8
 
 
 def _size(workers: int) -> int:
-    return (_HEADER + _TABLE + workers * _ROW) * _WORD
+    return (_ROWS + workers * _ROW) * _WORD
 
 
 def create_file(workers: int) -> str:
@@ -74,11 +87,33 @@ def create_file(workers: int) -> str:
     return path
 
 
-def _digest(login: str) -> tuple[int, int]:
-    d = hashlib.blake2b(login.encode(), digest_size=16).digest()
+def clear_pinned(path: str, index: int) -> None:
+    """The parent, once worker ``index`` has exited: its sessions are gone, and so are
+    their pins (a worker that crashed or was killed could not count them down)."""
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
+        words = memoryview(mm).cast("q")
+        row = _ROWS + index * _ROW
+        words[row + _PINNED : row + _ROW] = memoryview(bytes(USERS * _WORD)).cast("q")
+        del words
+
+
+def _digest(key: str) -> tuple[int, int]:
+    d = hashlib.blake2b(key.encode(), digest_size=16).digest()
     return int.from_bytes(d[:8], "little", signed=True), int.from_bytes(
         d[8:], "little", signed=True
     )
+
+
+@dataclass(eq=False)
+class _Table:
+    """One digest table of the file: the column each key (a login, a user) counts in."""
+
+    at: int
+    capacity: int
+    #: what a key past the table loses, for the warning logged once
+    overflow: str
+    columns: dict[str, int] = field(default_factory=dict)
+    overflow_logged: bool = False
 
 
 @dataclass(slots=True)
@@ -107,8 +142,18 @@ class SharedBudget:
     peak: int = 0
     #: workers of the file, read from its header
     workers: int = 0
-    _slots: dict[str, int] = field(default_factory=dict)
-    _overflow_logged: bool = False
+    _logins: _Table = field(
+        default_factory=lambda: _Table(
+            _LOGIN_TABLE, LOGINS, "per-login caps of further logins are counted per worker"
+        )
+    )
+    _users: _Table = field(
+        default_factory=lambda: _Table(
+            _USER_TABLE, USERS, "max_pinned of further users is counted per worker"
+        )
+    )
+    #: this worker's own pinned count per user (read back for a user past the table)
+    _pinned: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._fd = os.open(self.path, os.O_RDWR)
@@ -119,7 +164,7 @@ class SharedBudget:
         self.workers = int(self._w[1])
         if not 0 <= self.index < self.workers:
             raise ValueError(f"worker index {self.index} not in 0..{self.workers - 1}")
-        self._row = _HEADER + _TABLE + self.index * _ROW
+        self._row = _ROWS + self.index * _ROW
         self._w[self._row + PID] = os.getpid()
 
     def close(self) -> None:
@@ -137,19 +182,22 @@ class SharedBudget:
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    # -- logins ------------------------------------------------------------------------
+    # -- logins and users -------------------------------------------------------------
     def _slot(self, login: str) -> int:
-        """The login's column (-1: the table is full). Found or claimed under the lock
-        the first time, then cached: a login's column never changes."""
-        s = self._slots.get(login)
+        return self._column(self._logins, login)
+
+    def _column(self, table: _Table, key: str) -> int:
+        """``key``'s column in ``table`` (-1: the table is full). Found or claimed under
+        the lock the first time, then cached: a key's column never changes."""
+        s = table.columns.get(key)
         if s is not None:
             return s
-        hi, lo = _digest(login)
+        hi, lo = _digest(key)
         w = self._w
         found = -1
         with self._locked():
-            for i in range(LOGINS):
-                at = _HEADER + 2 * i
+            for i in range(table.capacity):
+                at = table.at + 2 * i
                 a, b = w[at], w[at + 1]
                 if a == hi and b == lo:
                     found = i
@@ -158,19 +206,15 @@ class SharedBudget:
                     w[at], w[at + 1] = hi, lo
                     found = i
                     break
-        if found < 0 and not self._overflow_logged:
-            self._overflow_logged = True
-            log.warning(
-                "event=workers_login_table_full logins=%d: per-login caps of further "
-                "logins are counted per worker",
-                LOGINS,
-            )
-        self._slots[login] = found
+        if found < 0 and not table.overflow_logged:
+            table.overflow_logged = True
+            log.warning("event=workers_table_full entries=%d: %s", table.capacity, table.overflow)
+        table.columns[key] = found
         return found
 
     def _sum(self, offset: int) -> int:
         w = self._w
-        base = _HEADER + _TABLE + offset
+        base = _ROWS + offset
         return sum(w[base + i * _ROW] for i in range(self.workers))
 
     def _user_count(self, login: str) -> int:
@@ -191,7 +235,7 @@ class SharedBudget:
         w = self._w
         v = SharedView(mine=self.total)
         for i in range(self.workers):
-            row = _HEADER + _TABLE + i * _ROW
+            row = _ROWS + i * _ROW
             v.total += w[row + TOTAL]
             v.yielding += w[row + YIELDING]
             short = w[row + SHORT]
@@ -251,6 +295,24 @@ class SharedBudget:
         w[row + WAITING] = waiting
         w[row + YIELDING] = yielding
 
+    # -- pinned sessions (users.NAME.max_pinned over all workers) ------------------------
+    def publish_pinned(self, user: str, pinned: int) -> None:
+        """This worker's sessions of ``user`` hold ``pinned`` pins now. One store to its
+        own row, no lock: a reader that misses it is a few µs behind, as max_pinned's
+        check before a statement is anyway (two pins starting at once may pass it)."""
+        self._pinned[user] = pinned
+        s = self._column(self._users, user)
+        if s >= 0:
+            self._w[self._row + _PINNED + s] = pinned
+
+    def pinned(self, user: str) -> int:
+        """``user``'s pinned sessions over all workers (this worker's own when the user
+        is past the table)."""
+        s = self._column(self._users, user)
+        if s < 0:
+            return self._pinned.get(user, 0)
+        return self._sum(_PINNED + s)
+
 
 def read_rows(path: str) -> list[dict[str, int]]:
     """Every worker's row (tests, diagnosis): pid, total, short, idle, yielding,
@@ -262,6 +324,6 @@ def read_rows(path: str) -> list[dict[str, int]]:
     names = ("pid", "total", "short", "idle", "yielding", "waiting")
     out = []
     for i in range(workers):
-        row = _HEADER + _TABLE + i * _ROW
+        row = _ROWS + i * _ROW
         out.append({n: int(words[row + j]) for j, n in enumerate(names)})
     return out

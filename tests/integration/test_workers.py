@@ -50,7 +50,14 @@ def free_port(pair: bool = False) -> int:
             continue
 
 
-def write_config(path: Path, srv_port: int, port: int, admin: str = "", extra: str = "") -> Path:
+def write_config(
+    path: Path,
+    srv_port: int,
+    port: int,
+    admin: str = "",
+    extra: str = "",
+    checkout_timeout: float = 5,
+) -> Path:
     path.write_text(
         f"""
 [proxy]
@@ -65,7 +72,7 @@ max_connections = {CAP}
 connect_timeout = 2
 
 [pool]
-checkout_timeout = 5
+checkout_timeout = {checkout_timeout}
 idle_timeout = 600
 health_check_idle = 0
 
@@ -270,6 +277,57 @@ def test_a_worker_holding_idle_connections_up_to_the_cap_does_not_starve_the_oth
     p.proc.send_signal(signal.SIGTERM)
     code, err = p.finish()
     assert code == 0, err
+
+
+def test_max_pinned_counts_the_pinned_sessions_of_every_worker(server, tmp_path):
+    port = free_port()
+    cfg = write_config(
+        tmp_path / "p.toml", server.port, port, extra="max_pinned = 1", checkout_timeout=1
+    )
+    p = Serving(cfg, port)
+    p.wait_listening()
+    (a,) = on_worker(p, 0, 1)
+    (b,) = on_worker(p, 1, 1)
+    q(a, "CREATE TEMPORARY TABLE pin_a (x INT)")
+    q(a, "SELECT 1")  # answered after the proxy has counted the pin of the statement before
+    t0 = time.monotonic()
+    with pytest.raises(pymysql.err.OperationalError) as e:
+        q(b, "CREATE TEMPORARY TABLE pin_b (x INT)")
+    waited = time.monotonic() - t0
+    code, message = e.value.args
+    assert code == 1040, message
+    assert "holds 1 pinned connections over all 2 workers" in message, message
+    assert "max_pinned = 1" in message and "temporary table" in message, message
+    assert 0.9 < waited < 3, waited  # pool.checkout_timeout
+    with pytest.raises(pymysql.err.ProgrammingError):
+        q(b, "SELECT * FROM pin_b")  # the refused statement never ran
+    # b waits again; a lets go of its pin meanwhile: b's statement runs, within the timeout
+    done: list[float] = []
+
+    def pin_b() -> None:
+        q(b, "CREATE TEMPORARY TABLE pin_b (x INT)")
+        done.append(time.monotonic())
+
+    t = threading.Thread(target=pin_b)
+    t.start()
+    time.sleep(0.3)
+    assert not done  # still waiting for worker 0's pin
+    unpinned = time.monotonic()
+    q(a, "DROP TEMPORARY TABLE pin_a")
+    t.join(5)
+    assert done and done[0] - unpinned < 0.5, (done, unpinned)
+    q(b, "SELECT 1")
+    # the other way round: worker 1 holds the pin until its client disconnects
+    with pytest.raises(pymysql.err.OperationalError) as e:
+        q(a, "CREATE TEMPORARY TABLE pin_a (x INT)")
+    assert e.value.args[0] == 1040
+    b.close()
+    q(a, "CREATE TEMPORARY TABLE pin_a (x INT)")  # waits at most until worker 1 noticed
+    a.close()
+    p.proc.send_signal(signal.SIGTERM)
+    code, err = p.finish()
+    assert code == 0, err
+    assert err.count("event=max_pinned_refused") == 2, err
 
 
 def test_kill_reaches_a_session_of_the_other_worker_and_of_the_same_user_only(server, tmp_path):

@@ -22,7 +22,13 @@ from tainted_proxy.pool.budget import (
     yield_on_release,
 )
 from tainted_proxy.pool.pool import Pool
-from tainted_proxy.pool.shared import SharedBudget, create_file, read_rows
+from tainted_proxy.pool.shared import (
+    USERS,
+    SharedBudget,
+    clear_pinned,
+    create_file,
+    read_rows,
+)
 
 A = PoolKey("app", 0, True)
 B = PoolKey("batch", 0, True)
@@ -103,6 +109,38 @@ def test_a_worker_at_its_share_leaves_a_free_slot_to_a_short_one(shared_path):
 def test_a_worker_index_outside_the_file_is_refused(shared_path):
     with pytest.raises(ValueError, match="worker index 2"):
         SharedBudget(shared_path, 2, 4)
+
+
+def test_pinned_sessions_count_over_all_workers_and_a_gone_worker_leaves_none(shared_path):
+    w0 = SharedBudget(shared_path, 0, 4)
+    w1 = SharedBudget(shared_path, 1, 4)
+    assert w0.pinned("app") == 0
+    w0.publish_pinned("app", 1)
+    w1.publish_pinned("app", 2)
+    w1.publish_pinned("batch", 1)
+    assert w0.pinned("app") == w1.pinned("app") == 3
+    assert w0.pinned("batch") == 1 and w0.pinned("other") == 0
+    w1.publish_pinned("app", 1)  # a pin of worker 1 ended
+    assert w0.pinned("app") == 2
+    # worker 1 exited (crashed holding its pins): the parent forgets them, and only them
+    clear_pinned(shared_path, 1)
+    assert w0.pinned("app") == 1 and w0.pinned("batch") == 0
+    assert w1.try_reserve(A) and read_rows(shared_path)[1]["total"] == 1
+    w0.close()
+    w1.close()
+
+
+def test_a_user_past_the_table_has_its_pins_counted_in_its_worker(shared_path):
+    w0 = SharedBudget(shared_path, 0, 4)
+    w1 = SharedBudget(shared_path, 1, 4)
+    for i in range(USERS):
+        w0.publish_pinned(f"u{i}", 1)
+    w0.publish_pinned("late", 1)
+    w1.publish_pinned("late", 1)
+    assert w0.pinned("late") == 1 and w1.pinned("late") == 1
+    assert w1.pinned("u7") == 1
+    w0.close()
+    w1.close()
 
 
 # -- two pools: idle connections are closed for the other worker's waiters ---------------
