@@ -46,6 +46,25 @@ _USES_TABLE = re.compile(
     rb"\bFROM\s+(?!DUAL\b)|\bINTO\b(?!\s*@)|\bUPDATE\b|\bJOIN\b|\bTABLE\b|\bCALL\b",
     re.IGNORECASE,
 )
+#: uses_table's answers by statement text (short texts only, a bounded number)
+_USES_TABLE_SEEN: dict[bytes, bool] = {}
+_SEEN_MAX, _SEEN_TEXT_MAX = 4096, 1024
+
+
+def uses_table(sql: bytes) -> bool:
+    """Does ``sql`` use a table (and so empty the diagnostics area when it raises no
+    condition)? Remembered per text: a pooled connection that changes hands asks after
+    every statement, and an application runs the same few texts over and over."""
+    known = _USES_TABLE_SEEN.get(sql)
+    if known is None:
+        known = _USES_TABLE.search(sql) is not None
+        if len(sql) <= _SEEN_TEXT_MAX:
+            if len(_USES_TABLE_SEEN) >= _SEEN_MAX:
+                _USES_TABLE_SEEN.clear()
+            _USES_TABLE_SEEN[sql] = known
+    return known
+
+
 _SEQUENCE_NAME = re.compile(
     rb"\bNEXTVAL\s*\(\s*((?:`[^`]+`|\w+)(?:\s*\.\s*(?:`[^`]+`|\w+))?)\s*\)"
     rb"|\bNEXT\s+VALUE\s+FOR\s+((?:`[^`]+`|\w+)(?:\s*\.\s*(?:`[^`]+`|\w+))?)",
@@ -164,7 +183,7 @@ class Values:
             pending.add(CONDITIONS)
         elif (
             self.conditions or self.warning_count or self.error_count or CONDITIONS in pending
-        ) and _USES_TABLE.search(sql) is not None:
+        ) and uses_table(sql):
             # (nothing to clear is the common case: no regex then)
             self.conditions = ()
             self.warning_count = self.error_count = 0
@@ -362,4 +381,4 @@ def diagnostics_clean_after(
         return False
     if c is not None and c.statements > 1:
         return False
-    return clean_before or _USES_TABLE.search(sql) is not None
+    return clean_before or uses_table(sql)

@@ -230,3 +230,17 @@ def test_restore_refuses_values_lost_with_their_connection():
     v = Values(insert_id=2, lost={INSERT_ID})
     got = v.restore_plan(frozenset((Effect.LAST_INSERT_ID,)), 0, True, 1, True, False)
     assert isinstance(got, str) and "lost" in got
+
+
+def test_uses_table_answers_the_same_from_memory_and_keeps_no_long_text():
+    from tainted_proxy.state import values as v
+
+    for sql, expected in [
+        (b"SELECT c FROM sbtest1 WHERE id=1", True),
+        (b"SELECT 1 FROM DUAL", False),
+        (b"SELECT 1 INTO @x", False),
+    ]:
+        assert v.uses_table(sql) is expected
+        assert v.uses_table(sql) is expected  # remembered
+    long = b"SELECT '" + b"x" * 2000 + b"' FROM t"
+    assert v.uses_table(long) and long not in v._USES_TABLE_SEEN
