@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -278,6 +279,7 @@ class Bench:
 # --------------------------------------------------------------------------------------------
 
 _SB_NUM = r"([0-9]+(?:\.[0-9]+)?)"
+_SB_SECOND = re.compile(r"^\[ (\d+)s \]")
 
 
 class Sysbench:
@@ -291,6 +293,10 @@ class Sysbench:
         self.ps_mode = ps_mode
         self.table_size = table_size
         self.proc: subprocess.Popen[str] | None = None
+        #: seconds at the start of each run left out of its figures (the logins of
+        #: thousands of threads, not the steady state): sysbench 1.0 has no --warmup-time,
+        #: so the run reports every second and the figures are taken from the seconds after
+        self.settle = 0
 
     def version(self) -> str:
         out = subprocess.run([self.binary, "--version"], capture_output=True, text=True).stdout
@@ -310,8 +316,8 @@ class Sysbench:
             f"--table-size={self.table_size}",
             f"--db-ps-mode={self.ps_mode}",
             f"--threads={threads}",
-            f"--time={seconds}",
-            "--report-interval=0",
+            f"--time={seconds + self.settle}",
+            f"--report-interval={1 if self.settle else 0}",
             "--percentile=95",
             action,
         ]
@@ -322,9 +328,17 @@ class Sysbench:
         if res.returncode != 0:
             raise RuntimeError(f"sysbench prepare failed:\n{res.stdout}\n{res.stderr}")
 
-    def run(self, port: int, threads: int, seconds: int) -> dict[str, Any]:
+    def run(
+        self,
+        port: int,
+        threads: int,
+        seconds: int,
+        on_second: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """One run; with ``settle``, ``on_second(n)`` is called as sysbench reports its
+        n-th second (run_one counts the proxy's CPU over the seconds the figures cover)."""
         cmd = self._cmd(port, threads, seconds, "run")
-        self.proc = subprocess.Popen(
+        self.proc = proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -332,18 +346,75 @@ class Sysbench:
             text=True,
             start_new_session=True,  # Ctrl-C is handled here, then we stop it by pid
         )
-        boost(self.proc.pid)
+        boost(proc.pid)
+        killed: list[bool] = []
+
+        def kill() -> None:
+            killed.append(True)
+            stop_process(proc, first=signal.SIGKILL)
+
+        late = threading.Timer(seconds + self.settle + 60, kill)
+        late.start()
+        err_lines: list[str] = []
+        assert proc.stderr is not None
+        drain = threading.Thread(target=err_lines.extend, args=(proc.stderr,), daemon=True)
+        drain.start()
+        out_lines = []
         try:
-            out, err = self.proc.communicate(timeout=seconds + 60)
-        except subprocess.TimeoutExpired:
-            stop_process(self.proc, first=signal.SIGKILL)
-            out, err = self.proc.communicate()
-            err += "\n(bench: sysbench did not finish in time; killed)"
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out_lines.append(line)
+                m = _SB_SECOND.match(line)
+                if m and on_second is not None:
+                    on_second(int(m.group(1)))
+            proc.wait()
+            drain.join()
         finally:
-            stop_process(self.proc, first=signal.SIGKILL)
-        rc = self.proc.returncode
+            late.cancel()
+            stop_process(proc, first=signal.SIGKILL)
+        out, err = "".join(out_lines), "".join(err_lines)
+        if killed:
+            err += "\n(bench: sysbench did not finish in time; killed)"
+        rc = proc.returncode
         self.proc = None
-        return self.parse(out, err, rc)
+        res = self.parse(out, err, rc)
+        if self.settle:
+            res.update(self.steady(out, self.settle))
+        return res
+
+    @staticmethod
+    def steady(out: str, settle: int) -> dict[str, Any]:
+        """The figures of the seconds after the first ``settle`` (from --report-interval=1
+        lines): throughput, statements, errors, and the median of the per-second p95s."""
+        seconds = [
+            m
+            for m in re.finditer(
+                r"^\[ (\d+)s \] thds: \d+ tps: "
+                + _SB_NUM
+                + " qps: "
+                + _SB_NUM
+                + r".*?lat \(ms,95%\): "
+                + _SB_NUM
+                + " err/s: "
+                + _SB_NUM,
+                out,
+                re.MULTILINE,
+            )
+            if int(m.group(1)) > settle
+        ]
+        if not seconds:
+            return {"ok": False, "error": f"no per-second report after {settle} s"}
+        tps = [float(m.group(2)) for m in seconds]
+        qps = [float(m.group(3)) for m in seconds]
+        return {
+            "transactions": round(sum(tps)),
+            "queries": round(sum(qps)),
+            "tps": statistics.fmean(tps),
+            "qps": statistics.fmean(qps),
+            "p95_ms": statistics.median(float(m.group(4)) for m in seconds),
+            "errors": round(sum(float(m.group(5)) for m in seconds)),
+            "total_time": float(len(seconds)),
+        }
 
     @staticmethod
     def parse(out: str, err: str, rc: int) -> dict[str, Any]:
@@ -805,15 +876,44 @@ def run_one(
     mysqld_pid = srv.pid
     pid = target.pid
     zero = (0.0, 0.0)
-    p0 = tree_cpu_seconds(pid) if pid else zero
-    m0 = sum(cpu_seconds(mysqld_pid)) if mysqld_pid else None
-    c0, b0 = children_cpu_seconds(), busy_seconds()
-    t0 = time.monotonic()
-    res = load.run(target.port, threads, seconds)
-    wall = time.monotonic() - t0
-    c1, b1 = children_cpu_seconds(), busy_seconds()
-    p1 = tree_cpu_seconds(pid) if pid and target.alive() else p0
-    m1 = sum(cpu_seconds(mysqld_pid)) if mysqld_pid and srv.running else None
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+
+    def snapshot(into: dict[str, Any]) -> None:
+        into.update(
+            p=tree_cpu_seconds(pid) if pid and target.alive() else None,
+            m=sum(cpu_seconds(mysqld_pid)) if mysqld_pid and srv.running else None,
+            b=busy_seconds(),
+            t=time.monotonic(),
+        )
+
+    settle = getattr(load, "settle", 0)
+
+    def on_second(n: int) -> None:
+        # the seconds the figures cover (Sysbench.steady): CPU from the end of the
+        # settle-th to the end of the last one, not the logins before or the logouts after
+        if n == settle:
+            snapshot(before)
+        elif n == settle + seconds:
+            snapshot(after)
+
+    c0 = children_cpu_seconds()
+    if settle:
+        res = load.run(target.port, threads, seconds, on_second)
+        if not before:  # the run ended early (its figures say why)
+            snapshot(before)
+        if not after:
+            snapshot(after)
+    else:
+        snapshot(before)
+        res = load.run(target.port, threads, seconds)
+        snapshot(after)
+    c1 = children_cpu_seconds()  # the load generator's: only known whole, once it exited
+    p0 = before["p"] or zero
+    p1 = after["p"] or p0
+    m0, m1, b0, b1 = before["m"], after["m"], before["b"], after["b"]
+    t0 = before["t"]
+    wall = after["t"] - t0
     other = None
     if m0 is not None and m1 is not None:
         other = (b1[0] - b0[0]) - (c1 - c0) - (m1 - m0) - sum(p1) + sum(p0)
