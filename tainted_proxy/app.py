@@ -33,13 +33,12 @@ from tainted_proxy.frontend.client import FIRST_CLIENT_ID, Client, holds_work
 from tainted_proxy.frontend.handshake import PROXY_CAPABILITIES, SEMANTIC_CAPABILITIES
 from tainted_proxy.frontend.listener import Listener, bind
 from tainted_proxy.net import ConnectionClosed
-from tainted_proxy.peers import socket_path
+from tainted_proxy.peers import WorkerRole, socket_path
 from tainted_proxy.pool.pool import Pool, PoolKey
 from tainted_proxy.pool.shared import SharedBudget
 from tainted_proxy.wire.constants import DEFAULT_CHARSET_ID
 from tainted_proxy.wire.errors import ProtocolError
 from tainted_proxy.wire.packets import com_query
-from tainted_proxy.workers import WorkerRole
 
 log = logging.getLogger("tainted_proxy")
 
@@ -260,7 +259,7 @@ class Proxy:
 
         listen = self.config.admin.listen
         if self.worker is not None and self.config.admin.listen_port:
-            # one admin endpoint per worker, each showing its own process
+            # one admin endpoint per worker (each shows every worker: admin.fleet)
             host = self.config.admin.listen_host
             host = f"[{host}]" if ":" in host else host
             listen = f"{host}:{self.config.admin.listen_port + self.worker.index}"
@@ -404,7 +403,7 @@ class Proxy:
         """The other workers ask this one for its admin views and to KILL its sessions."""
         from tainted_proxy.admin import fleet
         from tainted_proxy.frontend import kill
-        from tainted_proxy.peers import server
+        from tainted_proxy.peers import server  # (only workers answer peers)
 
         handlers = {**fleet.handlers(self), "kill": kill.peer_handler(self)}
         path = socket_path(worker.shared_path, worker.index)

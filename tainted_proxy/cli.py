@@ -12,7 +12,7 @@ def _serve(args: argparse.Namespace) -> int:
     from tainted_proxy.app import Proxy
     from tainted_proxy.config import Config, ConfigError, load_config
     from tainted_proxy.logs import configure
-    from tainted_proxy.workers import WorkerRole
+    from tainted_proxy.peers import WorkerRole
 
     def overrides(cfg: Config) -> Config:
         return cfg.with_overrides(

@@ -1,8 +1,8 @@
 """``tainted-proxy serve --workers N``: the parent process.
 
 The parent binds nothing clients reach and runs no Trio loop: it creates the file the
-workers share their upstream budget through (pool.shared; each worker's Unix socket for
-the others, tainted_proxy.peers, sits beside it), starts N workers (this same
+workers share their upstream budget through, in a private directory (pool.shared; each
+worker's Unix socket for the others, tainted_proxy.peers, sits beside it), starts N workers (this same
 command again, with hidden ``--worker-*`` flags), forwards SIGTERM, SIGINT and SIGHUP to
 them, zeroes the pinned counts of each worker that exited (its sessions are gone), and
 exits once they all have: 0 when every worker stopped cleanly after a signal, else 1 (or
@@ -24,33 +24,17 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from types import FrameType
 
 from tainted_proxy.config import parse_listen
-from tainted_proxy.peers import socket_path
 from tainted_proxy.pool import shared
 
-__all__ = ["WorkerRole", "supervise", "worker_command"]
+__all__ = ["supervise", "worker_command"]
 
 log = logging.getLogger("tainted_proxy.workers")
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _POLL = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerRole:
-    """This process is worker ``index`` of ``count`` (``serve --workers``, tainted_proxy.
-    workers): it shares the upstream budget in ``shared_path`` with the others, gives
-    out the client ids ``≡ index (mod count)``, serves the admin endpoint on its port +
-    ``index``, answers the other workers on ``peers.socket_path(shared_path, index)``
-    (admin views, KILL), and stops when the parent ``parent_pid`` is gone."""
-
-    index: int
-    count: int
-    shared_path: str
-    parent_pid: int
 
 
 def worker_command(
@@ -162,10 +146,6 @@ def supervise(argv: list[str], listen: str, workers: int) -> int:
                 p.wait()
         if holder is not None:
             holder.close()
-        for leftover in [path, *(socket_path(path, i) for i in range(workers))]:
-            try:  # the sockets: only those of workers that could not remove theirs
-                os.unlink(leftover)
-            except OSError:
-                pass
+        shared.remove_file(path)
     log.info("event=workers_stopped workers=%d code=%d", len(procs), failed or 0)
     return failed or 0

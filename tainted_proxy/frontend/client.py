@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from tainted_proxy.backend.catalog import Catalog
     from tainted_proxy.backend.server import ServerConn, UpstreamTarget
     from tainted_proxy.config import Config
+    from tainted_proxy.peers import WorkerRole
     from tainted_proxy.pool.pool import Pool, PoolKey
-    from tainted_proxy.workers import WorkerRole
 
 
 # proxy-assigned client ids start high so they are easy to tell from server thread ids

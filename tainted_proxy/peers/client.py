@@ -8,6 +8,7 @@ from typing import Any
 import trio
 
 from tainted_proxy.peers.codec import PeerProtocolError, Reader, encode
+from tainted_proxy.peers.server import same_user
 
 __all__ = ["PeerUnavailable", "ask"]
 
@@ -27,6 +28,8 @@ async def ask(path: str, request: dict[str, Any], timeout: float) -> dict[str, A
                 sock.close()
                 raise
             async with trio.SocketStream(sock) as stream:
+                if not same_user(sock):  # not a worker of this set: tell it nothing
+                    raise PeerUnavailable(f"{path} is served by another user")
                 await stream.send_all(encode(request))
                 reader = Reader()
                 while True:

@@ -1,7 +1,7 @@
 """One upstream budget shared by the worker processes of ``serve --workers N``.
 
-The parent creates a small file (in /dev/shm when there is one) and every worker maps
-it. Each worker owns one row: its slots (upstream connections open, being opened, or
+The parent creates a small file (in a private directory in /dev/shm when there is one)
+and every worker maps it. Each worker owns one row: its slots (upstream connections open, being opened, or
 closing with the slot held), the same per upstream login, what it publishes for the
 others (clients short of a slot, idle connections held, closes under way for the
 others), and its sessions pinned now per proxy user (so that ``users.NAME.max_pinned``
@@ -27,6 +27,7 @@ import hashlib
 import logging
 import mmap
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +39,14 @@ from tainted_proxy.pool import budget as decide
 if TYPE_CHECKING:
     from tainted_proxy.pool.budget import PoolKey
 
-__all__ = ["SharedBudget", "SharedView", "create_file", "clear_pinned", "MAX_WORKERS"]
+__all__ = [
+    "MAX_WORKERS",
+    "SharedBudget",
+    "SharedView",
+    "clear_pinned",
+    "create_file",
+    "remove_file",
+]
 
 log = logging.getLogger("tainted_proxy.pool")
 
@@ -68,13 +76,21 @@ def _size(workers: int) -> int:
     return (_ROWS + workers * _ROW) * _WORD
 
 
+#: the file's name inside the set's private directory (the workers' sockets sit beside it)
+FILE_NAME = "budget"
+_DIR_PREFIX = "tainted-proxy-workers-"
+
+
 def create_file(workers: int) -> str:
-    """The parent: a zeroed file for ``workers`` workers; returns its path (the caller
-    removes it at exit)."""
+    """The parent: a zeroed file for ``workers`` workers, in a directory of its own (mode
+    0700: no other user can read the counts, or put a socket where a worker will listen);
+    returns the file's path (``remove_file`` removes it and the directory)."""
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"workers must be 1..{MAX_WORKERS}")
     where = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    fd, path = tempfile.mkstemp(prefix="tainted-proxy-workers-", dir=where)
+    directory = tempfile.mkdtemp(prefix=_DIR_PREFIX, dir=where)
+    path = os.path.join(directory, FILE_NAME)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.ftruncate(fd, _size(workers))
         with mmap.mmap(fd, _size(workers)) as mm:
@@ -85,6 +101,14 @@ def create_file(workers: int) -> str:
     finally:
         os.close(fd)
     return path
+
+
+def remove_file(path: str) -> None:
+    """The parent, at exit: the file and its directory with whatever is left in it (the
+    sockets of workers that could not remove theirs)."""
+    directory = os.path.dirname(path)
+    if os.path.basename(directory).startswith(_DIR_PREFIX):  # never anything else
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def clear_pinned(path: str, index: int) -> None:

@@ -28,6 +28,7 @@ from tainted_proxy.pool.shared import (
     clear_pinned,
     create_file,
     read_rows,
+    remove_file,
 )
 
 A = PoolKey("app", 0, True)
@@ -74,7 +75,7 @@ def test_what_a_worker_asks_for_and_what_the_others_give():
 def shared_path():
     path = create_file(2)
     yield path
-    os.unlink(path)
+    remove_file(path)
 
 
 def test_two_workers_never_reserve_past_the_global_or_the_login_cap(shared_path):
