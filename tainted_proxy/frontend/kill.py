@@ -23,7 +23,7 @@ from tainted_proxy.frontend import checkout
 from tainted_proxy.frontend.client import FIRST_CLIENT_ID, Client, Services, SessionEnd
 from tainted_proxy.frontend.guard import KILL_WORD, KillRequest, Refusal, vet_kill
 from tainted_proxy.net import ConnectionClosed
-from tainted_proxy.peers import socket_path
+from tainted_proxy.peers import WorkerRole, socket_path
 from tainted_proxy.peers.client import PeerUnavailable, ask
 from tainted_proxy.peers.server import Handler
 from tainted_proxy.wire.constants import (
@@ -35,12 +35,16 @@ from tainted_proxy.wire.constants import (
 )
 from tainted_proxy.wire.errors import ProtocolError
 from tainted_proxy.wire.packets import com_query, ok_response, text_resultset
-from tainted_proxy.workers import WorkerRole
 
 log = logging.getLogger("tainted_proxy.kill")
 
-#: asking another worker to KILL: it may have to log in upstream first (connect_timeout)
-PEER_KILL_SLACK = 7.0
+#: the owner of a session killed for another worker: its upstream login (connect_timeout)
+#: and the KILL, then this much more at most
+OWNER_KILL_SLACK = 5.0
+#: the worker asking waits for the owner's answer this much longer than the owner works
+PEER_KILL_SLACK = OWNER_KILL_SLACK + 2.0
+#: upstream logins a worker makes at once to KILL statements for other workers' clients
+PEER_KILLS_AT_ONCE = 2
 
 # SELECT CONNECTION_ID() in session pooling (pooled modes: state.answers)
 _CONNECTION_ID_RE = re.compile(
@@ -190,8 +194,9 @@ def owner_of(ident: int, worker: WorkerRole) -> int | None:
 async def _kill_on_another_worker(
     cl: Client, me: WorkerRole, target_id: int, query_only: bool
 ) -> None:
-    """Ask the worker that owns ``target_id`` (every other worker, for a thread id) to
-    kill it for this client's user; answer the client as if it were a session here."""
+    """Ask the worker that owns ``target_id`` (every other worker at once, for a thread
+    id) to kill it for this client's user; answer the client as if it were a session
+    here."""
     owner = owner_of(target_id, me)
     if owner is None:
         asked = [i for i in range(me.count) if i != me.index]
@@ -199,31 +204,46 @@ async def _kill_on_another_worker(
         asked = [] if owner == me.index else [owner]
     request = {"op": "kill", "target": target_id, "user": cl.user, "query_only": query_only}
     timeout = cl.services.config.upstream.connect_timeout + PEER_KILL_SLACK
-    silent = []
-    for i in asked:
+    replies: dict[int, dict[str, Any] | None] = {}
+
+    async def one(i: int) -> None:
         try:
-            reply = await ask(socket_path(me.shared_path, i), request, timeout)
+            reply: dict[str, Any] | None = await ask(
+                socket_path(me.shared_path, i), request, timeout
+            )
         except PeerUnavailable as exc:
+            reply, error = None, str(exc)
+        else:
+            error = str(reply.get("error", ""))
+            if reply.get("outcome") not in ("killed", "failed", "unknown"):
+                reply = None  # the worker failed to answer this request
+        if reply is None:
             log.warning(
                 "event=kill_worker_unavailable client=%s target=%s worker=%d error=%r",
                 cl.id,
                 target_id,
                 i,
-                str(exc),
+                error,
             )
-            silent.append(i)
-            continue
-        outcome = reply.get("outcome")
-        if outcome == "killed":
+        replies[i] = reply
+
+    async with trio.open_nursery() as nursery:
+        for i in asked:
+            nursery.start_soon(one, i)
+    answered = [r for r in replies.values() if r is not None]
+    for reply in answered:
+        if reply["outcome"] == "killed":
             assert cl.login is not None
             await cl.io.conn.send_all(ok_response(cl.login.capabilities, status=cl.status()))
             return
-        if outcome == "failed":
+    for reply in answered:
+        if reply["outcome"] == "failed":
             await cl.io.send_error(
                 int(reply["code"]), str(reply["sqlstate"]), str(reply["message"]), 1
             )
             return
     message = f"Unknown thread id: {target_id}"
+    silent = sorted(i for i, r in replies.items() if r is None)
     if silent:
         workers = ", ".join(map(str, silent))
         message += f" (tainted-proxy worker {workers} of {me.count} did not answer)"
@@ -235,21 +255,26 @@ def peer_handler(services: Services) -> Handler:
     belongs to the asking client's user, or the answer is ``unknown``; its statement is
     killed on a connection of the proxy's own (the same upstream login)."""
 
+    # each KILL that must stop a running statement logs in upstream, outside the pool:
+    # only so many at once, whatever the clients of other workers send
+    limiter = trio.CapacityLimiter(PEER_KILLS_AT_ONCE)
+
     async def kill(request: dict[str, Any]) -> dict[str, Any]:
         target = services.find_session(int(request["target"]))
-        if target is None or target.admin or target.user != request["user"]:
+        if target is None or target.user != request["user"]:
             return {"outcome": "unknown"}
 
         @asynccontextmanager
         async def own_connection() -> AsyncIterator[ServerConn | None]:
-            conn = await services.own_connection(target.user)
-            try:
-                yield conn
-            finally:
-                conn.close()
+            async with limiter:
+                conn = await services.own_connection(target.user)
+                try:
+                    yield conn
+                finally:
+                    conn.close()
 
         try:
-            with trio.fail_after(services.config.upstream.connect_timeout + 5):
+            with trio.fail_after(services.config.upstream.connect_timeout + OWNER_KILL_SLACK):
                 await stop_session(target, bool(request["query_only"]), own_connection)
         except UpstreamError as exc:
             if exc.err is not None:
