@@ -4,8 +4,8 @@ the proxy's own port with the database ``tainted_proxy`` (frontend.admin_session
 ``execute(proxy, session, sql, views)`` parses one statement and returns a ``ResultSet``
 (columns and rows, for wire.packets.text_resultset) or ``Ok``, or raises ``ConsoleError``
 (an ERR). It reads the running proxy's views only through admin.views (``views``: every
-worker's, gathered beforehand by admin.fleet when ``shows_views`` says the statement
-needs them; else this process's), so the console shows what the HTTP endpoint and the
+worker's, gathered beforehand by admin.fleet for the parts ``parts_needed`` names;
+else this process's), so the console shows what the HTTP endpoint and the
 page show. No I/O; built on the event loop's thread.
 
 The views (column names are snake_case, as in the JSON views)::
@@ -643,9 +643,27 @@ def _set(session: ConsoleSession, toks: list[_Tok]) -> Ok:
     return Ok()
 
 
-def shows_views(sql: str) -> bool:
-    """Does ``sql`` read the views (worth gathering every worker's first)?"""
-    return sql.lstrip()[:4].upper() == "SHOW"
+# view -> the parts of admin.views it reads
+_PARTS_OF: dict[str, tuple[str, ...]] = {
+    "POOLS": ("pools", "servers"),
+    "SESSIONS": ("sessions",),
+    "SERVERS": ("servers",),
+    "TAINTS": ("ledger",),
+    "SETTINGS": ("servers",),
+    "STATS": ("totals", "stats"),
+}
+
+
+def parts_needed(sql: str) -> tuple[str, ...]:
+    """The parts of the views ``sql`` reads (asked of every worker first); () for a
+    statement that reads none, or that is not valid (``execute`` says why)."""
+    try:
+        toks = _tokens(sql)
+    except ConsoleError:
+        return ()
+    if len(toks) < 2 or toks[0].upper != "SHOW":
+        return ()
+    return _PARTS_OF.get(toks[1].upper, ())
 
 
 def execute(

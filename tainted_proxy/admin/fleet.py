@@ -70,12 +70,14 @@ async def views(proxy: Proxy, names: Iterable[str] = PARTS) -> Views:
     replies = await _ask_all(proxy, {"op": "parts", "names": names})
     parts: dict[str, list[merge.Part]] = {n: [(w.index, PARTS[n](proxy))] for n in names}
     for i, reply in sorted(replies.items()):
-        if reply is None:
+        got = reply.get("parts") if reply is not None else None
+        if not isinstance(got, dict) or not all(n in got for n in names):
+            replies[i] = None  # (a worker of another version, say): left out, named
             continue
         for n in names:
-            parts[n].append((i, reply["parts"][n]))
+            parts[n].append((i, got[n]))
     for n in names:
-        parts[n].sort(key=lambda p: p[0] or 0)
+        parts[n].sort(key=lambda p: p[0])
     missing = tuple(i for i, r in sorted(replies.items()) if r is None)
     return Views(proxy, lambda name: parts[name], missing)
 
@@ -88,8 +90,10 @@ async def metrics_text(proxy: Proxy, registry: CollectorRegistry) -> bytes:
         return own
     replies = await _ask_all(proxy, {"op": "metrics"})
     texts = [(w.index, own.decode())]
-    texts += [(i, r["text"]) for i, r in replies.items() if r is not None]
-    return merge.metrics(sorted(texts))
+    texts += [(i, r["text"]) for i, r in replies.items() if r and isinstance(r.get("text"), str)]
+    answered = {i for i, _ in texts}
+    missing = [i for i in replies if i not in answered]
+    return merge.metrics(sorted(texts), missing)
 
 
 def handlers(proxy: Proxy) -> dict[str, Handler]:

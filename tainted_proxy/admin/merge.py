@@ -10,12 +10,14 @@ code. The rules:
   summed per settings key, the ratio computed again;
 * totals: counts summed, wait percentiles over every worker's samples, the history
   summed per ``HISTORY_INTERVAL`` slot (each worker's latest sample at or before it);
-* stats: numbers summed, dicts of numbers summed key by key;
+* stats: numbers summed, dicts of numbers summed key by key, except the maxima and
+  peaks (``max_wait_seconds``, ``peak_open``): the largest worker's;
 * report: ledger entries of the same (user, program, mode, fingerprint, reason) summed
   (longest pin: the longest; first and last seen: the earliest and latest), then ranked;
   minute counts summed;
 * metrics: every worker's samples, each with a ``worker`` label (sum them with ``sum
-  without (worker)``: quantiles and process figures cannot be summed here).
+  without (worker)``: quantiles and process figures cannot be summed here), and
+  ``tainted_proxy_worker_up`` per worker.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "POOL_COUNTS",
     "Part",
     "TOP",
+    "WORKER_UP",
     "metrics",
     "multiplexing_ratio",
     "pools",
@@ -49,6 +52,7 @@ __all__ = [
 Part = tuple[int | None, Any]
 #: ledger rows a report shows
 TOP = 50
+WORKER_UP = "tainted_proxy_worker_up"
 
 
 def multiplexing_ratio(clients: int, upstream: int) -> float | None:
@@ -162,6 +166,10 @@ def _history(series: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return out
 
 
+#: stats that are a maximum or a peak (pool.PoolStats), not a count
+_LARGEST = frozenset(("max_wait_seconds", "peak_open"))
+
+
 def stats(parts: Sequence[Part]) -> dict[str, Any]:
     if len(parts) == 1:
         return dict(parts[0][1])
@@ -175,7 +183,11 @@ def _sum_dicts(dicts: Iterable[dict[str, Any]]) -> dict[str, Any]:
             if isinstance(v, dict):
                 out[k] = _sum_dicts([out.get(k, {}), v])
             elif isinstance(v, (int, float)) and not isinstance(v, bool):
-                out[k] = out.get(k, 0) + v
+                # a maximum or a peak is the largest worker's, not their sum
+                if k in _LARGEST:
+                    out[k] = max(out.get(k, v), v)
+                else:
+                    out[k] = out.get(k, 0) + v
             else:
                 out.setdefault(k, v)
     return out
@@ -253,9 +265,14 @@ class _Families(Collector):
         return self.families
 
 
-def metrics(parts: Sequence[tuple[int, str]]) -> bytes:
-    """Every worker's exposition text as one, each sample labelled with its worker."""
-    families: dict[str, Metric] = {}
+def metrics(parts: Sequence[tuple[int, str]], missing: Sequence[int] = ()) -> bytes:
+    """Every worker's exposition text as one, each sample labelled with its worker, and
+    ``tainted_proxy_worker_up``: 1 for each worker in ``parts``, 0 for each ``missing``
+    (so a worker that did not answer is seen, not only its series gone)."""
+    up = Metric(WORKER_UP, "1 if the worker answered this scrape, 0 if it did not", "gauge")
+    for worker in sorted([w for w, _ in parts] + list(missing)):
+        up.add_sample(WORKER_UP, {"worker": str(worker)}, 0.0 if worker in missing else 1.0)
+    families: dict[str, Metric] = {WORKER_UP: up}
     for worker, text in parts:
         for fam in text_string_to_metric_families(text):
             out = families.get(fam.name)

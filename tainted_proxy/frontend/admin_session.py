@@ -139,7 +139,8 @@ async def _query(cl: Client, session: console.ConsoleSession, sql: bytes, caps: 
     text = sql.decode("utf-8", "replace")
     try:
         # with serve --workers N the views are every worker's, asked for beforehand
-        views = await fleet.views(cl.services) if console.shows_views(text) else None
+        parts = console.parts_needed(text)
+        views = await fleet.views(cl.services, parts) if parts else None
         result = console.execute(cl.services, session, text, views)
     except console.ConsoleError as err:
         cl.busy = False

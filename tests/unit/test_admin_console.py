@@ -191,3 +191,19 @@ def test_errors(proxy: Proxy, sql: str, code: int) -> None:
     assert e.value.code == code
     if code == 1064:
         assert "SHOW POOLS|SESSIONS|SERVERS|TAINTS|SETTINGS|STATS|CONFIG" in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("sql", "parts"),
+    [
+        ("SHOW SESSIONS", ("sessions",)),
+        ("/* ApplicationName=DBeaver */ show pools like 'a%'", ("pools", "servers")),
+        ("SHOW STATS", ("totals", "stats")),
+        ("SHOW HELP", ()),
+        ("SHOW VARIABLES", ()),
+        ("SELECT 1", ()),
+        ("SHOW 'unterminated", ()),
+    ],
+)
+def test_the_parts_a_statement_reads_are_known_before_it_runs(sql, parts):
+    assert console.parts_needed(sql) == parts

@@ -83,14 +83,20 @@ def test_totals_take_percentiles_over_every_workers_samples_and_sum_the_history(
     assert [(h["time"], h["client_sessions"]) for h in t["history"]] == [(100.0, 8), (105.0, 9)]
 
 
-def test_stats_sum_numbers_and_nested_counters():
+def test_stats_sum_numbers_and_nested_counters_but_not_maxima_and_peaks():
+    pool0 = {"opened": 2, "max_wait_seconds": 0.5, "peak_open": 3}
+    pool1 = {"opened": 1, "max_wait_seconds": 0.2, "peak_open": 4}
     s = merge.stats(
         [
-            (0, {"accepted": 3, "errors": {"max_pinned": 1}, "pool": {"opened": 2}}),
-            (1, {"accepted": 4, "errors": {"auth": 2}, "pool": {"opened": 1}}),
+            (0, {"accepted": 3, "errors": {"max_pinned": 1}, "pool": pool0}),
+            (1, {"accepted": 4, "errors": {"auth": 2, "max_pinned": 2}, "pool": pool1}),
         ]
     )
-    assert s == {"accepted": 7, "errors": {"max_pinned": 1, "auth": 2}, "pool": {"opened": 3}}
+    assert s == {
+        "accepted": 7,
+        "errors": {"max_pinned": 3, "auth": 2},  # a kind of error named max_...: a count
+        "pool": {"opened": 3, "max_wait_seconds": 0.5, "peak_open": 4},
+    }
 
 
 def _entry(count, pinned, longest, first, last, reason="advisory lock (GET_LOCK)"):
@@ -149,7 +155,7 @@ def test_metrics_of_workers_carry_a_worker_label_a_prometheus_parser_reads():
         "# TYPE tainted_proxy_sessions gauge\n"
         'tainted_proxy_sessions{{state="idle"}} {n}\n'
     )
-    out = merge.metrics([(0, text.format(n=3)), (1, text.format(n=4))]).decode()
+    out = merge.metrics([(0, text.format(n=3)), (1, text.format(n=4))], missing=[2]).decode()
     fams = {f.name: f for f in text_string_to_metric_families(out)}
     accepted = fams["tainted_proxy_accepted"]
     assert accepted.type == "counter"
@@ -159,3 +165,5 @@ def test_metrics_of_workers_carry_a_worker_label_a_prometheus_parser_reads():
         ("0", "idle", 3),
         ("1", "idle", 4),
     }
+    up = fams["tainted_proxy_worker_up"].samples
+    assert {(s.labels["worker"], s.value) for s in up} == {("0", 1), ("1", 1), ("2", 0)}
