@@ -355,6 +355,15 @@ def test_kill_reaches_a_session_of_the_other_worker_and_of_the_same_user_only(se
     assert not sleeping.is_alive() and time.monotonic() - t0 < 5
     assert errors == [1317], errors  # ER_QUERY_INTERRUPTED
     assert q(victim, "SELECT 1") == ((1,),)
+    # by the server thread id the statement runs on (any worker's session may hold it):
+    # every other worker is asked
+    errors.clear()
+    sleeping = threading.Thread(target=_sleep_result, args=(victim, errors), daemon=True)
+    sleeping.start()
+    thread_id = _running(server, "SELECT SLEEP(30)")
+    q(mine, f"KILL QUERY {thread_id}")
+    sleeping.join(10)
+    assert errors == [1317], errors
     # KILL CONNECTION: the session ends
     q(mine, f"KILL {victim_id}")
     with pytest.raises(pymysql.MySQLError):
@@ -368,6 +377,16 @@ def test_kill_reaches_a_session_of_the_other_worker_and_of_the_same_user_only(se
     code, err = p.finish()
     assert code == 0, err
     assert "event=killed_for_worker" in err and "Traceback" not in err
+
+
+def _running(server: MariaDBServer, sql: str) -> int:
+    """The server thread running ``sql`` (waited for: its client just sent it)."""
+    for _ in range(100):
+        rows = server.execute(f"SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = '{sql}'")
+        if rows:
+            return int(rows[0][0])
+        time.sleep(0.05)
+    raise AssertionError(f"{sql!r} never ran")
 
 
 def _sleep_result(c, errors: list[int]) -> None:
@@ -415,6 +434,8 @@ def test_the_admin_surface_of_either_worker_shows_every_worker(server, tmp_path)
         sessions = [s for s in fams["tainted_proxy_client_sessions"].samples]
         assert {s.labels["worker"] for s in sessions} == {"0", "1"}
         assert sum(s.value for s in sessions) == 5
+        up = fams["tainted_proxy_worker_up"].samples
+        assert {(s.labels["worker"], s.value) for s in up} == {("0", 1), ("1", 1)}
     # the SQL console on either worker lists both workers' sessions
     for w in (0, 1):
         (console,) = on_worker(p, w, 1, user="ops", database="tainted_proxy")
@@ -428,6 +449,9 @@ def test_the_admin_surface_of_either_worker_shows_every_worker(server, tmp_path)
         headers, body = get(0, "/sessions")
         assert headers.get("X-Tainted-Proxy-Workers-Missing") == "1"
         assert {r["worker"] for r in json.loads(body)} == {0}
+        text = get(0, "/metrics")[1].decode()
+        up = {f.name: f for f in text_string_to_metric_families(text)}["tainted_proxy_worker_up"]
+        assert {(s.labels["worker"], s.value) for s in up.samples} == {("0", 1), ("1", 0)}
     finally:
         os.kill(worker1, signal.SIGCONT)
     for c in a + b:
