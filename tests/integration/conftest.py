@@ -20,6 +20,7 @@ import pytest
 
 from tainted_proxy.testing.mariadb import MariaDBServer
 from tainted_proxy.testing.proxy import ProxyThread, config_for
+from tainted_proxy.testing.serving import Serving
 
 APP_USER = "app"
 APP_PASSWORD = "app-secret"
@@ -318,3 +319,11 @@ def open_trx(srv: MariaDBServer, login: str) -> int:
         (login,),
     )
     return int(rows[0][0])
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_process_left_behind() -> Iterator[None]:
+    """A test that fails before it stops its ``tainted-proxy serve`` process (and its
+    workers) would leave them running for the rest of the session."""
+    yield
+    Serving.stop_all()
