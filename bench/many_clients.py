@@ -15,6 +15,10 @@
 * around every proxy run: ``FLUSH STATUS`` before, ``Max_used_connections`` after (minus the
   monitoring connection): the most upstream connections the server saw, which must be
   <= 20; the proxy's CPU per statement (/proc/PID/stat) and its RSS (sampled every 0.2 s);
+* with ``--control``, also direct × ``--clients`` threads, the server's ``max_connections``
+  raised for those runs only (``SET GLOBAL``): how much of the drop from 16 to 2,000
+  clients the load generator and the server cause with no proxy in between, in the same
+  rounds (each target's ratio is taken to the same target at ``--base-clients``);
 * at the end, ``--direct-clients`` raw logins straight to MariaDB, all held at once: how
   many got ERR 1040 *Too many connections*. That is the point of the pool.
 
@@ -183,6 +187,17 @@ def direct_logins(port: int, clients: int, workers: int = 4) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def server_allows(srv: MariaDBServer, clients: int) -> Any:
+    """``max_connections`` raised to let ``clients`` in (``--control`` runs only), and set
+    back to the default afterwards, so the direct logins at the end still meet the 151."""
+    srv.execute(f"SET GLOBAL max_connections = {clients + 50}")
+    try:
+        yield
+    finally:
+        srv.execute(f"SET GLOBAL max_connections = {SERVER_MAX_CONNECTIONS}")
+
+
 # --------------------------------------------------------------------------------------------
 # The benchmark
 # --------------------------------------------------------------------------------------------
@@ -272,21 +287,30 @@ def run_many_clients(args: argparse.Namespace) -> dict[str, Any]:
             )
             print(f"  {proxy.describe()}, max_client_connections={proxy.max_client_connections}")
             direct = Direct(srv.port)
+
+            def allowing(t: Target, n: int) -> Any:
+                wide = t is direct and n > args.base_clients
+                return server_allows(srv, n) if wide else contextlib.nullcontext()
+
             plan: list[tuple[Target, int]] = [
                 (proxy, args.base_clients),
                 (proxy, args.clients),
             ]
-            if not args.no_direct:
+            if not args.no_direct or args.control:
                 plan.append((direct, args.base_clients))
+            if args.control:
+                plan.append((direct, args.clients))
             env = environment(srv, load)
             if args.warmup > 0:
                 for t, n in plan:
-                    load.run(t.port, n, args.warmup)
+                    with allowing(t, n):
+                        load.run(t.port, n, args.warmup)
             load.settle = args.settle
             for rnd in range(args.rounds):
                 k = rnd % len(plan)
                 for pos, (t, n) in enumerate(plan[k:] + plan[:k]):
-                    r = measure(load, t, n, rnd, pos, srv, args.seconds)
+                    with allowing(t, n):
+                        r = measure(load, t, n, rnd, pos, srv, args.seconds)
                     r["label"] = f"{'proxy' if t is proxy else 'direct'} × {n}"
                     runs.append(r)
                     print(f"round {rnd + 1} {r['label']:<16} {fmt(r)}")
@@ -331,6 +355,7 @@ def run_many_clients(args: argparse.Namespace) -> dict[str, Any]:
             "server_max_connections": SERVER_MAX_CONNECTIONS,
             "upstream_max_connections": UPSTREAM_MAX,
             "direct_clients": args.direct_clients,
+            "control": args.control,
         },
         "environment": env,
         "summary": summary,
@@ -351,22 +376,20 @@ def run_many_clients(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summarize(runs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """One row per (target, clients); the ratio to the proxy at ``base_clients`` taken
-    within each round."""
+    """One row per (target, clients); the ratio to the same target at ``base_clients``
+    taken within each round."""
     rows = []
     for label in dict.fromkeys(r["label"] for r in runs):
         mine = [r for r in runs if r["label"] == label]
+        base_label = f"{label.split(' × ')[0]} × {args.base_clients}"
         ratios = []
         for r in mine:
             base = [
                 b
                 for b in runs
-                if b["round"] == r["round"]
-                and b["label"] == f"proxy × {args.base_clients}"
-                and b["ok"]
-                and b["tps"]
+                if b["round"] == r["round"] and b["label"] == base_label and b["ok"] and b["tps"]
             ]
-            if base and r["ok"] and r["label"].startswith("proxy"):
+            if base and r["ok"]:
                 ratios.append(r["tps"] / base[0]["tps"])
 
         def vals(key: str, mine: list[dict[str, Any]] = mine) -> list[float]:
@@ -393,7 +416,7 @@ def summarize(runs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict
 def markdown(result: dict[str, Any]) -> str:
     base = result["settings"]["base_clients"]
     out = [
-        f"| clients → target | TPS | **ratio to proxy × {base}** (per round) | p95 ms "
+        f"| clients → target | TPS | **ratio to the same target × {base}** (per round) | p95 ms "
         "| errors (failed runs) | **proxy CPU µs/stmt** | proxy CPU % "
         "| **peak upstream conns** (server) | proxy RSS peak MB |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -464,6 +487,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="raw logins straight to MariaDB at the end (default: --clients)",
     )
     p.add_argument("--no-direct", action="store_true", help="no direct × base-clients runs")
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="also direct × --clients, max_connections raised for those runs: the drop "
+        "the load generator and the server cause alone",
+    )
     p.add_argument(
         "--smoke",
         action="store_true",

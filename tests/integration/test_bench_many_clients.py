@@ -25,7 +25,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "many_clients.py"
 def test_smoke_run_has_no_errors_and_stays_under_the_upstream_cap(tmp_path: Path) -> None:
     out = tmp_path / "many.json"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--smoke", "--json", str(out)],
+        [sys.executable, str(SCRIPT), "--smoke", "--control", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -37,11 +37,15 @@ def test_smoke_run_has_no_errors_and_stays_under_the_upstream_cap(tmp_path: Path
     report = json.loads(out.read_text())
     assert report["errors"] == 0
     assert all(r["ok"] and r["errors"] == 0 for r in report["runs"])
-    assert {r["label"] for r in report["runs"]} == {"proxy × 16", "proxy × 50", "direct × 16"}
+    labels = {"proxy × 16", "proxy × 50", "direct × 16", "direct × 50"}
+    assert {r["label"] for r in report["runs"]} == labels
+    # --control: each target's ratio is to itself at 16 clients
+    assert all(len(row["ratio_to_base"]) == 1 for row in report["summary"])
     assert 0 < report["upstream_peak"] <= report["upstream_cap"] == 20
     assert report["proxy_pool_peak_open"] <= 20
     assert report["proxy_stats"]["errors"] == {}
-    # 200 logins straight to a 151-connection server: some must be refused with ERR 1040
+    # 200 logins straight to a 151-connection server (--control raised it for its own runs
+    # only): some must be refused with ERR 1040
     direct = report["direct_logins"]
     assert direct["connected"] + direct["refused_1040"] == 200 and direct["refused_1040"] > 0
     assert direct["other_errors"] == {}
