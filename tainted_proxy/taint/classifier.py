@@ -2,10 +2,10 @@
 
 Pipeline, cheapest first:
 
-1. **cache**: a bounded LRU (`CACHE_SIZE` entries per quoting mode) keyed by
-   the exact text (str or bytes), so the statements an application repeats
-   (``SET NAMES``, ``ROLLBACK``, ``SELECT @@tx_isolation`` …) cost one dict
-   lookup;
+1. **cache**: a bounded LRU (`CACHE_SIZE` entries and `CACHE_BYTES` per
+   quoting mode) keyed by the exact text (str or bytes), so the statements an
+   application repeats (``SET NAMES``, ``ROLLBACK``, ``SELECT @@tx_isolation`` …)
+   cost one dict lookup;
 2. **gate** (`tainted_proxy.taint.gate`): ordinary DML proven clean in about a
    microsecond; such results are not cached (client-side interpolation makes
    most of those texts unique, and they would only evict useful entries);
@@ -47,6 +47,15 @@ from tainted_proxy.taint.settings import split_sysvar
 
 #: Entries per quoting mode in the LRU cache.
 CACHE_SIZE = 10_000
+#: Bytes per quoting mode, by ``entry_cost``: the text is the key and a classification
+#: can hold parts of it again (a user variable's value), so a count alone would let
+#: 10,000 long statements (``SET @v = '<1 MB>'``) keep gigabytes.
+CACHE_BYTES = 32 * 1024 * 1024
+#: What a classification costs besides its text (measured: about 1.8 KB for a short
+#: ``SET @v = '...', time_zone = '...'``).
+ENTRY_OVERHEAD = 2048
+#: Texts whose entry would cost more than this are classified every time, not kept.
+CACHE_ENTRY_MAX = CACHE_BYTES // 16
 
 #: Ask sqlglot for a second opinion before declaring a DML candidate clean.
 SQLGLOT_CROSSCHECK = True
@@ -55,6 +64,7 @@ SQLGLOT_CROSSCHECK = True
 MAX_DEPTH = 16
 
 _caches: list[dict[str | bytes, Classification]] = [{} for _ in range(4)]
+_cache_bytes = [0, 0, 0, 0]  # by entry_cost, per quoting mode
 
 
 def classify(
@@ -89,21 +99,40 @@ def classify_flags(sql: str | bytes, flags: int = 0) -> Classification | None:
     if is_clean(sql, flags):
         return None
     r = analyse(sql, flags & 3)
-    if len(cache) >= CACHE_SIZE:
-        del cache[next(iter(cache))]
-    cache[sql] = r
+    cost = entry_cost(sql)
+    if cost <= CACHE_ENTRY_MAX:
+        mode = flags & 3
+        used = _cache_bytes[mode] + cost
+        while cache and (len(cache) >= CACHE_SIZE or used > CACHE_BYTES):
+            oldest = next(iter(cache))
+            del cache[oldest]
+            used -= entry_cost(oldest)
+        cache[sql] = r
+        _cache_bytes[mode] = used
     return r
+
+
+def entry_cost(sql: str | bytes) -> int:
+    """What keeping ``sql``'s classification is counted as: the text twice (the key,
+    and what the classification may copy of it) plus ``ENTRY_OVERHEAD``."""
+    return 2 * len(sql) + ENTRY_OVERHEAD
 
 
 def cache_clear() -> None:
     """Forget every cached classification."""
     for c in _caches:
         c.clear()
+    _cache_bytes[:] = [0, 0, 0, 0]
 
 
 def cache_len() -> int:
     """Number of cached classifications (all modes)."""
     return sum(len(c) for c in _caches)
+
+
+def cache_bytes() -> int:
+    """What the cached classifications count as (``entry_cost``, all modes)."""
+    return sum(_cache_bytes)
 
 
 def analyse(sql: str | bytes, flags: int = 0) -> Classification:

@@ -285,6 +285,27 @@ def test_cache_is_bounded_lru(monkeypatch: pytest.MonkeyPatch) -> None:
     classifier.cache_clear()
 
 
+def test_cache_is_bounded_by_bytes_so_long_statements_cannot_fill_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    classifier.cache_clear()
+    monkeypatch.setattr(classifier, "CACHE_BYTES", 40_000)
+    monkeypatch.setattr(classifier, "CACHE_ENTRY_MAX", 20_000)
+    texts = [f"SET @v{i} = '{'x' * 5000}'" for i in range(5)]
+    for t in texts:
+        assert classify(t).effects == {"user_var"}
+    # each entry counts 2 x 5,012 + 2,048 bytes: three fit in 40,000, the oldest went
+    assert classifier.cache_len() == 3
+    assert classifier.cache_bytes() == 3 * classifier.entry_cost(texts[0]) <= 40_000
+    assert texts[0] not in classifier._caches[0] and texts[4] in classifier._caches[0]
+    # a text whose entry alone would cost over CACHE_ENTRY_MAX is classified, not kept
+    huge = "SET @big = '" + "y" * 10_000 + "'"
+    assert classify(huge).effects == {"user_var"}
+    assert huge not in classifier._caches[0] and classifier.cache_len() == 3
+    classifier.cache_clear()
+    assert classifier.cache_bytes() == 0
+
+
 def test_bytes_like_inputs() -> None:
     assert classify(bytearray(b"SET @x = 1")).effects == {"user_var"}
     assert classify(memoryview(b"SET @x = 1")).effects == {"user_var"}
