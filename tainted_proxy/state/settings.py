@@ -197,6 +197,9 @@ def settings_sql(
 # and single-quoted printable ASCII without quotes or backslashes.
 _MODE_PROOF = re.compile(r"^(?:NULL|-?[0-9]+(?:\.[0-9]+)?|'[ !#-&(-\[\]-~]*')$", re.IGNORECASE)
 _PLAIN_SET = re.compile(r"^\s*SET\s+@", re.IGNORECASE)
+#: A longer literal pins instead of travelling: it would be sent again at every
+#: handover, and kept in every settings vector (and cache of them) the session makes.
+CARRY_VALUE_MAX = 1024
 
 
 def carried_user_vars(c: Classification) -> dict[str, str] | None:
@@ -204,7 +207,7 @@ def carried_user_vars(c: Classification) -> dict[str, str] | None:
     variables as vector entries (``"@a" -> "'x'"``; ``NULL`` clears one), so the session
     carries them between connections instead of pinning one. None when the statement is
     not of that form, or a value is not a literal that means the same under every
-    sql_mode and charset."""
+    sql_mode and charset, or is longer than ``CARRY_VALUE_MAX``."""
     if c.statements != 1 or c.effects != _USER_VAR_ONLY or not c.user_vars:
         return None
     text = c.sql if isinstance(c.sql, str) else c.sql.decode("latin-1")
@@ -212,7 +215,7 @@ def carried_user_vars(c: Classification) -> dict[str, str] | None:
         return None
     out: dict[str, str] = {}
     for name, value in c.user_vars.items():
-        if value is None or not _MODE_PROOF.match(value):
+        if value is None or len(value) > CARRY_VALUE_MAX or not _MODE_PROOF.match(value):
             return None
         out["@" + name] = "NULL" if value.upper() == "NULL" else value
     return out

@@ -203,3 +203,26 @@ def test_literal_user_variables_travel_with_the_session_without_pinning(proxy_fa
     finally:
         a.close()
         b.close()
+
+
+def test_a_user_variable_longer_than_1024_characters_pins_instead_of_travelling(
+    proxy_factory,
+):
+    p = _proxy(proxy_factory)
+    a = connect(p, autocommit=True)
+    b = connect(p, autocommit=True)
+    try:
+        short, long = "s" * 1022, "l" * 5000
+        a.cursor().execute(f"SET @v = '{short}'")  # 1,024 characters quoted: carried
+        assert _pin_of(p, a) is None
+        b.cursor().execute(f"SET @v = '{long}'")
+        assert _pin_of(p, b) == "user variable"
+        for conn, want in ((a, short), (b, long), (a, short)):
+            cur = conn.cursor()
+            cur.execute("SELECT @v")
+            assert cur.fetchall() == ((want,),)
+        b.cursor().execute("SET @v = NULL")
+        assert _pin_of(p, b) is None
+    finally:
+        a.close()
+        b.close()

@@ -495,3 +495,14 @@ def test_carried_user_variables_are_assigned_last_and_cleared_with_null():
     )
     assert carried_user_vars(classify("SET @a = 'it''s'")) is None  # not mode-proof
     assert carried_user_vars(classify("SET @a = 1, time_zone = 'UTC'")) is None
+
+
+def test_a_user_variable_longer_than_the_carry_limit_is_not_carried():
+    from tainted_proxy.state.settings import CARRY_VALUE_MAX, carried_user_vars
+    from tainted_proxy.taint import classify
+
+    fits = "'" + "x" * (CARRY_VALUE_MAX - 2) + "'"
+    assert carried_user_vars(classify(f"SET @a = {fits}")) == {"@a": fits}
+    too_long = "'" + "x" * (CARRY_VALUE_MAX - 1) + "'"
+    # not carried: the statement pins its session (a user variable set some other way)
+    assert carried_user_vars(classify(f"SET @a = {too_long}")) is None
