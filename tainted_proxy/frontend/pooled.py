@@ -27,8 +27,10 @@ from tainted_proxy.wire.constants import COM_PING, COM_QUERY, COM_SET_OPTION
 # COMMIT / ROLLBACK that only end a transaction (no AND CHAIN, RELEASE, TO SAVEPOINT)
 _PLAIN_END = re.compile(rb"^\s*(?:COMMIT|ROLLBACK)(?:\s+WORK)?\s*;?\s*$", re.IGNORECASE)
 
-# settings vector -> lexer flags (a few distinct vectors in practice; bounded anyway)
+# settings vector -> lexer flags (a few distinct vectors in practice; bounded anyway: in
+# entries, and in size, since a vector holds the session's carried user variables)
 _FLAGS_BY_SETTINGS: dict[Settings, int] = {}
+_FLAGS_MAX, _FLAGS_VECTOR_MAX = 4096, 4096
 
 
 async def command(cl: Client, cmd: int, size: int) -> None:
@@ -151,7 +153,8 @@ def parse_flags(cl: Client) -> int:
         flags = (ANSI_QUOTES if "ANSI_QUOTES" in mode else 0) | (
             NO_BACKSLASH_ESCAPES if "NO_BACKSLASH_ESCAPES" in mode else 0
         )
-        if len(_FLAGS_BY_SETTINGS) > 4096:
-            _FLAGS_BY_SETTINGS.clear()
-        _FLAGS_BY_SETTINGS[settings] = flags
+        if sum(len(n) + len(v) for n, v in settings) <= _FLAGS_VECTOR_MAX:
+            if len(_FLAGS_BY_SETTINGS) >= _FLAGS_MAX:
+                _FLAGS_BY_SETTINGS.clear()
+            _FLAGS_BY_SETTINGS[settings] = flags
     return flags
