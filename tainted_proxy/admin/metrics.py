@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from tainted_proxy import accounting
 from tainted_proxy.admin import views
+from tainted_proxy.taint.classifier import cache_bytes, cache_len
 
 if TYPE_CHECKING:
     from tainted_proxy.frontend.client import Services as Proxy
@@ -272,6 +273,13 @@ class ProxyCollector(Collector):
             ("upstream_max_connections", "upstream.max_connections", totals["upstream_cap"]),
             ("waiting", "Sessions waiting for a connection now", totals["waiting"]),
             ("ledger_entries", "Entries in the taint ledger", len(acc.entries)),
+            ("classifier_cache_entries", "Statement texts in the classifier's cache", cache_len()),
+            (
+                "classifier_cache_bytes",
+                "The classifier cache's size as it counts it (each text twice plus 2 KB; at "
+                "most 32 MiB per quoting mode)",
+                cache_bytes(),
+            ),
         ):
             g = _gauge(name, doc)
             g.add_metric([], value)

@@ -26,6 +26,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from tainted_proxy.admin import merge
+from tainted_proxy.taint.classifier import cache_bytes, cache_len
 from tainted_proxy.taint.fingerprint import fingerprint
 
 if TYPE_CHECKING:
@@ -206,6 +207,7 @@ def stats(proxy: Proxy) -> dict[str, Any]:
     out["errors"] = dict(s.errors)
     out["pins"] = dict(s.pins)
     out["pool"] = {name: getattr(ps, name) for name in ps.__slots__}  # type: ignore[attr-defined]
+    out["classifier_cache"] = {"entries": cache_len(), "bytes": cache_bytes()}
     return out
 
 

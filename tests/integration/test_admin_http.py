@@ -178,6 +178,11 @@ def test_metrics_agree_with_the_views(scene):
     assert value("tainted_proxy_clients_accepted", "tainted_proxy_clients_accepted_total") == 3
     # process metrics come along (CPU, memory, file descriptors)
     assert "process_resident_memory_bytes" in fams
+    # the classifier cache, which an RSS that climbs for the first hour usually is
+    cache = get(url, "/stats")["classifier_cache"]
+    assert cache["entries"] >= 1  # GET_LOCK and the temporary table are kept
+    assert value("tainted_proxy_classifier_cache_entries") == cache["entries"]
+    assert value("tainted_proxy_classifier_cache_bytes") == cache["bytes"] > 2048
 
 
 def test_token_is_required_on_every_route(scene):
