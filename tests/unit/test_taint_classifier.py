@@ -306,6 +306,21 @@ def test_cache_is_bounded_by_bytes_so_long_statements_cannot_fill_memory(
     assert classifier.cache_bytes() == 0
 
 
+def test_a_batch_asks_sqlglot_only_about_statements_the_gate_cannot_clear(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[str] = []
+    real = classifier._second_opinion
+    monkeypatch.setattr(
+        classifier, "_second_opinion", lambda sql, acc: (asked.append(sql), real(sql, acc))
+    )
+    batch = ";".join(f"INSERT INTO t (a) VALUES ({i})" for i in range(50))
+    c = classifier.analyse(batch + "; SELECT a FROM t WHERE b = @x")
+    assert c.statements == 51 and not c.effects
+    # the 50 INSERTs are gate-clean on their own: one parse, for the SELECT
+    assert asked == ["SELECT a FROM t WHERE b = @x"]
+
+
 def test_bytes_like_inputs() -> None:
     assert classify(bytearray(b"SET @x = 1")).effects == {"user_var"}
     assert classify(memoryview(b"SET @x = 1")).effects == {"user_var"}
