@@ -45,6 +45,11 @@ from tainted_proxy.taint.lexer import (
 from tainted_proxy.taint.rules import FLAGS_UNKNOWN, Acc, classify_tokens
 from tainted_proxy.taint.settings import split_sysvar
 
+#: Longer texts that the gate does not clear are not analysed: they count as unknown
+#: (and pin), because analysing runs on the event loop, about 22 µs a statement of a batch
+#: and up to 2 µs a token, and one client's 64 MB text would stall every session for
+#: seconds. The gate itself reads 2 MB in about 10 ms.
+ANALYSE_MAX = 256 * 1024
 #: Entries per quoting mode in the LRU cache.
 CACHE_SIZE = 10_000
 #: Bytes per quoting mode, by ``entry_cost``: the text is the key and a classification
@@ -139,7 +144,11 @@ def analyse(sql: str | bytes, flags: int = 0) -> Classification:
     """Classify without gate or cache (what `classify` does on a miss)."""
     text = decode(sql)
     acc = Acc()
-    count, _ = _run(text, flags, acc, 0)
+    if len(text) > ANALYSE_MAX:
+        acc.bad(f"a text of {len(text):,} characters, over the {ANALYSE_MAX:,} analysed")
+        count = 0
+    else:
+        count, _ = _run(text, flags, acc, 0)
     effects = frozenset(acc.effects)
     if acc.unknown:
         pin: str | None = PIN_REASONS[Effect.UNKNOWN]

@@ -226,3 +226,22 @@ def test_a_user_variable_longer_than_1024_characters_pins_instead_of_travelling(
     finally:
         a.close()
         b.close()
+
+
+def test_a_text_too_long_to_classify_pins_and_runs(proxy_factory):
+    p = _proxy(proxy_factory)
+    a = connect(p, autocommit=True)
+    b = connect(p, autocommit=True)
+    try:
+        text = "x" * 300_000  # over the 256 KiB the classifier analyses
+        cur = a.cursor()
+        cur.execute(f"SELECT LENGTH('{text}') INTO @total")
+        assert _pin_of(p, a) == "unclassified statement"
+        cur.execute("SELECT @total")
+        assert cur.fetchall() == ((300_000,),)
+        cur = b.cursor()
+        cur.execute("SELECT @total")
+        assert cur.fetchall() == ((None,),)
+    finally:
+        a.close()
+        b.close()

@@ -321,6 +321,15 @@ def test_a_batch_asks_sqlglot_only_about_statements_the_gate_cannot_clear(
     assert asked == ["SELECT a FROM t WHERE b = @x"]
 
 
+def test_a_text_over_the_analysis_limit_that_the_gate_cannot_clear_counts_as_unknown() -> None:
+    expr = "+".join(str(i) for i in range(classifier.ANALYSE_MAX // 5))
+    c = classify(f"SELECT {expr} INTO @x")
+    assert c.effects == {"unknown"} and c.pin == "unclassified statement"
+    assert c.unknown_reason is not None and "over the 262,144 analysed" in c.unknown_reason
+    # a text the gate clears is not analysed at all, whatever its length
+    assert classify_flags(f"SELECT {expr} FROM t") is None
+
+
 def test_bytes_like_inputs() -> None:
     assert classify(bytearray(b"SET @x = 1")).effects == {"user_var"}
     assert classify(memoryview(b"SET @x = 1")).effects == {"user_var"}
