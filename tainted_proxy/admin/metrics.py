@@ -276,7 +276,7 @@ class ProxyCollector(Collector):
             ("classifier_cache_entries", "Statement texts in the classifier's cache", cache_len()),
             (
                 "classifier_cache_bytes",
-                "The classifier cache's size as it counts it (each text twice plus 2 KB; at "
+                "The classifier cache's size as it counts it (texts, fingerprints, values, 2 KB each; at "
                 "most 32 MiB per quoting mode)",
                 cache_bytes(),
             ),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from tainted_proxy.frontend import checkout, learn, local, relay, sql_prepared
+from tainted_proxy.frontend.classification import OFFLOAD_MIN, classify_long
 from tainted_proxy.frontend.client import Client
 from tainted_proxy.state import answers
 from tainted_proxy.state import pins as pinreasons
@@ -42,7 +43,10 @@ async def command(cl: Client, cmd: int, size: int) -> None:
     if cmd == COM_QUERY:
         flags = parse_flags(cl)
         sql = bytes(cbuf.data[5:size])
-        c = classify_flags(sql, flags)
+        if len(sql) < OFFLOAD_MIN:
+            c = classify_flags(sql, flags)
+        else:
+            c = await classify_long(sql, flags)
         state.next_statement()
         cl.sql = sql
         if c is not None and await _answered_without_connection(cl, c, sql):

@@ -32,6 +32,7 @@ import trio
 from tainted_proxy.backend.server import ServerConn
 from tainted_proxy.backend.statements import ConnStatements
 from tainted_proxy.frontend import checkout, learn, local, relay
+from tainted_proxy.frontend.classification import OFFLOAD_MIN, classify_long
 from tainted_proxy.frontend.client import Client, SessionEnd
 from tainted_proxy.net import ConnectionClosed
 from tainted_proxy.state import pins as pinreasons
@@ -185,7 +186,10 @@ async def _execute(s: Client, payload: bytes) -> None:
         flags = (ANSI_QUOTES if "ANSI_QUOTES" in mode else 0) | (
             NO_BACKSLASH_ESCAPES if "NO_BACKSLASH_ESCAPES" in mode else 0
         )
-        stmt.classified = (classify_flags(sql, flags),)
+        if len(sql) < OFFLOAD_MIN:
+            stmt.classified = (classify_flags(sql, flags),)
+        else:
+            stmt.classified = (await classify_long(sql, flags),)
     c = stmt.classified[0]
     if c is not None and await local.refused_in_statement_mode(s, c):
         return

@@ -22,7 +22,9 @@ literal, and the effects are united.
 
 from __future__ import annotations
 
+from sys import getsizeof
 from types import MappingProxyType
+from typing import Final
 
 from tainted_proxy.taint import crosscheck
 from tainted_proxy.taint.effects import (
@@ -46,20 +48,20 @@ from tainted_proxy.taint.rules import FLAGS_UNKNOWN, Acc, classify_tokens
 from tainted_proxy.taint.settings import split_sysvar
 
 #: Longer texts that the gate does not clear are not analysed: they count as unknown
-#: (and pin), because analysing runs on the event loop, about 22 µs a statement of a batch
-#: and up to 2 µs a token, and one client's 64 MB text would stall every session for
-#: seconds. The gate itself reads 2 MB in about 10 ms.
-ANALYSE_MAX = 256 * 1024
+#: (and pin). Analysing costs about 22 µs a statement of a batch and up to 2 µs a token,
+#: so a 64 MB text could take half a minute; the proxy analyses texts over
+#: frontend.classification.OFFLOAD_MIN in a thread, and the gate reads 2 MB in 10 ms.
+ANALYSE_MAX = 8 * 1024 * 1024
 #: Entries per quoting mode in the LRU cache.
 CACHE_SIZE = 10_000
 #: Bytes per quoting mode, by ``entry_cost``: the text is the key and a classification
-#: can hold parts of it again (a user variable's value), so a count alone would let
-#: 10,000 long statements (``SET @v = '<1 MB>'``) keep gigabytes.
+#: can hold parts of it again (a user variable's value, the fingerprint), so a count
+#: alone would let 10,000 long statements (``SET @v = '<1 MB>'``) keep gigabytes.
 CACHE_BYTES = 32 * 1024 * 1024
-#: What a classification costs besides its text (measured: about 1.8 KB for a short
-#: ``SET @v = '...', time_zone = '...'``).
+#: What a classification costs besides its text and values (measured: about 1.8 KB in
+#: all for a short ``SET @v = '...', time_zone = '...'``).
 ENTRY_OVERHEAD = 2048
-#: Texts whose entry would cost more than this are classified every time, not kept.
+#: Entries that would cost more than this are analysed every time, not kept.
 CACHE_ENTRY_MAX = CACHE_BYTES // 16
 
 #: Ask sqlglot for a second opinion before declaring a DML candidate clean.
@@ -95,6 +97,24 @@ def classify_flags(sql: str | bytes, flags: int = 0) -> Classification | None:
     """
     if type(sql) is not str and type(sql) is not bytes:
         sql = str(sql) if isinstance(sql, str) else bytes(sql)  # bytearray, memoryview
+    r = lookup(sql, flags)
+    if r is MISS:
+        r = analyse(sql, flags & 3)
+        remember(sql, flags, r)
+    return r  # type: ignore[return-value]
+
+
+class _Miss:
+    """``lookup``'s answer when the text must be analysed."""
+
+
+MISS: Final = _Miss()
+
+
+def lookup(sql: str | bytes, flags: int) -> Classification | None | _Miss:
+    """The cached classification of ``sql`` (now the most recently used), None when the
+    gate proves it clean, else ``MISS``: ``analyse`` it (frontend.classification does
+    that for long texts off the event loop), then ``remember`` it."""
     cache = _caches[flags & 3]
     r = cache.get(sql)
     if r is not None:
@@ -103,24 +123,38 @@ def classify_flags(sql: str | bytes, flags: int = 0) -> Classification | None:
         return r
     if is_clean(sql, flags):
         return None
-    r = analyse(sql, flags & 3)
-    cost = entry_cost(sql)
-    if cost <= CACHE_ENTRY_MAX:
-        mode = flags & 3
-        used = _cache_bytes[mode] + cost
-        while cache and (len(cache) >= CACHE_SIZE or used > CACHE_BYTES):
-            oldest = next(iter(cache))
-            del cache[oldest]
-            used -= entry_cost(oldest)
-        cache[sql] = r
-        _cache_bytes[mode] = used
-    return r
+    return MISS
 
 
-def entry_cost(sql: str | bytes) -> int:
-    """What keeping ``sql``'s classification is counted as: the text twice (the key,
-    and what the classification may copy of it) plus ``ENTRY_OVERHEAD``."""
-    return 2 * len(sql) + ENTRY_OVERHEAD
+def remember(sql: str | bytes, flags: int, r: Classification) -> None:
+    """Keep ``analyse``'s answer for ``sql``, evicting the least recently used entries
+    while the cache is over ``CACHE_SIZE`` or ``CACHE_BYTES``; an entry over
+    ``CACHE_ENTRY_MAX`` is not kept."""
+    cost = entry_cost(sql, r)
+    if cost > CACHE_ENTRY_MAX:
+        return
+    mode = flags & 3
+    cache = _caches[mode]
+    if sql in cache:  # (analysed twice meanwhile: off the event loop, by two sessions)
+        return
+    used = _cache_bytes[mode] + cost
+    while cache and (len(cache) >= CACHE_SIZE or used > CACHE_BYTES):
+        oldest = next(iter(cache))
+        used -= entry_cost(oldest, cache.pop(oldest))
+    cache[sql] = r
+    _cache_bytes[mode] = used
+
+
+def entry_cost(sql: str | bytes, r: Classification) -> int:
+    """What keeping ``r`` for ``sql`` is counted as: the text's object, as much again
+    for its fingerprint (kept once computed), the values it carries (a user variable's
+    literal: 4 bytes a character once one is outside Latin-1) and ``ENTRY_OVERHEAD``."""
+    cost = getsizeof(sql) + len(sql) + ENTRY_OVERHEAD
+    for values in (r.user_vars, r.settings, r.next_tx):
+        for v in values.values():
+            if v is not None:
+                cost += getsizeof(v)
+    return cost
 
 
 def cache_clear() -> None:

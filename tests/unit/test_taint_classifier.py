@@ -289,21 +289,34 @@ def test_cache_is_bounded_by_bytes_so_long_statements_cannot_fill_memory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     classifier.cache_clear()
-    monkeypatch.setattr(classifier, "CACHE_BYTES", 40_000)
-    monkeypatch.setattr(classifier, "CACHE_ENTRY_MAX", 20_000)
-    texts = [f"SET @v{i} = '{'x' * 5000}'" for i in range(5)]
+    texts = [f"SET @v{i} = '{'x' * 5000}'".encode() for i in range(5)]
+    cost = classifier.entry_cost(texts[0], classifier.analyse(texts[0]))
+    # the text, its fingerprint's allowance, the 5,002-character value, the overhead
+    assert cost > 2 * 5000 + 5000 + classifier.ENTRY_OVERHEAD
+    monkeypatch.setattr(classifier, "CACHE_BYTES", 3 * cost + 100)
+    monkeypatch.setattr(classifier, "CACHE_ENTRY_MAX", 2 * cost)
     for t in texts:
-        assert classify(t).effects == {"user_var"}
-    # each entry counts 2 x 5,012 + 2,048 bytes: three fit in 40,000, the oldest went
+        assert classify_flags(t).effects == {"user_var"}  # type: ignore[union-attr]
+    # three fit in the bytes, the oldest two went
     assert classifier.cache_len() == 3
-    assert classifier.cache_bytes() == 3 * classifier.entry_cost(texts[0]) <= 40_000
-    assert texts[0] not in classifier._caches[0] and texts[4] in classifier._caches[0]
-    # a text whose entry alone would cost over CACHE_ENTRY_MAX is classified, not kept
-    huge = "SET @big = '" + "y" * 10_000 + "'"
-    assert classify(huge).effects == {"user_var"}
+    assert classifier.cache_bytes() == 3 * cost
+    assert texts[1] not in classifier._caches[0] and texts[4] in classifier._caches[0]
+    # an entry that alone would cost over CACHE_ENTRY_MAX is analysed, not kept
+    huge = b"SET @big = '" + b"y" * 20_000 + b"'"
+    assert classify_flags(huge).effects == {"user_var"}  # type: ignore[union-attr]
     assert huge not in classifier._caches[0] and classifier.cache_len() == 3
     classifier.cache_clear()
     assert classifier.cache_bytes() == 0
+
+
+def test_a_value_outside_latin1_counts_four_bytes_a_character() -> None:
+    ascii_text, wide_text = (
+        b"SET @v = '" + b"a" * 5000 + b"'",
+        "SET @v = '\U0001f600" + "a" * 4999 + "'",
+    )
+    a = classifier.entry_cost(ascii_text, classifier.analyse(ascii_text))
+    w = classifier.entry_cost(wide_text.encode(), classifier.analyse(wide_text.encode()))
+    assert w - a > 3 * 5000
 
 
 def test_a_batch_asks_sqlglot_only_about_statements_the_gate_cannot_clear(
@@ -319,13 +332,21 @@ def test_a_batch_asks_sqlglot_only_about_statements_the_gate_cannot_clear(
     assert c.statements == 51 and not c.effects
     # the 50 INSERTs are gate-clean on their own: one parse, for the SELECT
     assert asked == ["SELECT a FROM t WHERE b = @x"]
+    # a text of one statement got past the gate already: its parse is not skipped
+    asked.clear()
+    classifier.analyse("INSERT INTO t (a) VALUES (1)")
+    assert asked == ["INSERT INTO t (a) VALUES (1)"]
 
 
-def test_a_text_over_the_analysis_limit_that_the_gate_cannot_clear_counts_as_unknown() -> None:
-    expr = "+".join(str(i) for i in range(classifier.ANALYSE_MAX // 5))
-    c = classify(f"SELECT {expr} INTO @x")
+def test_a_text_over_the_analysis_limit_that_the_gate_cannot_clear_counts_as_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert classifier.ANALYSE_MAX == 8 * 1024 * 1024
+    monkeypatch.setattr(classifier, "ANALYSE_MAX", 1000)
+    expr = "+".join(str(i) for i in range(300))
+    c = classifier.analyse(f"SELECT {expr} INTO @x")
     assert c.effects == {"unknown"} and c.pin == "unclassified statement"
-    assert c.unknown_reason is not None and "over the 262,144 analysed" in c.unknown_reason
+    assert c.unknown_reason is not None and "over the 1,000 analysed" in c.unknown_reason
     # a text the gate clears is not analysed at all, whatever its length
     assert classify_flags(f"SELECT {expr} FROM t") is None
 
