@@ -40,8 +40,8 @@ _HINTS: dict[str, str] = {
     "promptly, or use a plain SELECT",
     PIN_REASONS[Effect.XA]: "XA transactions pin until XA COMMIT / XA ROLLBACK: keep them short",
     PIN_REASONS[Effect.USER_VAR]: "user variables set by an expression (or a literal over "
-    "1,024 characters) pin until set to NULL: keep the value in the application, or assign "
-    "a short literal (SET @v = 42 is carried)",
+    "1,024 characters, or past 16 KiB of them) pin until set to NULL: keep the value in the "
+    "application, or assign a short literal (SET @v = 42 is carried)",
     PIN_REASONS[Effect.NEXT_TX]: "a one-shot SET TRANSACTION pins until the next transaction: "
     "use START TRANSACTION READ ONLY / SET SESSION TRANSACTION (carried) instead",
     PIN_REASONS[Effect.ROUTINE]: "a procedure that changes session state pins for good: "

@@ -24,11 +24,13 @@ from tainted_proxy.state import pins as pinreasons
 from tainted_proxy.state import values as statevalues
 from tainted_proxy.state.session import ConnState, SessionState
 from tainted_proxy.state.settings import (
+    CARRY_TOTAL_MAX,
     IGNORED,
     UNKEYABLE,
     Baseline,
     apply_reported,
     carried_user_vars,
+    user_vars_size,
     with_user_vars,
 )
 from tainted_proxy.state.values import Outcome
@@ -182,9 +184,13 @@ def learn(
         return
     carried = carried_user_vars(c) if c is not None and not failed else None
     if carried:
-        # literal user variables travel with the session like settings do
-        conn.settings = with_user_vars(conn.settings, carried)
-        conn.user_vars_of = session.id
+        # literal user variables travel with the session like settings do, up to a size
+        vector = with_user_vars(conn.settings, carried)
+        if user_vars_size(vector) > CARRY_TOTAL_MAX:
+            carried = None  # they stay on this connection: the session pins
+        else:
+            conn.settings = vector
+            conn.user_vars_of = session.id
     pins.after_statement(
         c,
         failed=failed,

@@ -200,6 +200,8 @@ _PLAIN_SET = re.compile(r"^\s*SET\s+@", re.IGNORECASE)
 #: A longer literal pins instead of travelling: it would be sent again at every
 #: handover, and kept in every settings vector (and cache of them) the session makes.
 CARRY_VALUE_MAX = 1024
+#: The same for all of a session's carried variables together (names and values).
+CARRY_TOTAL_MAX = 16 * 1024
 
 
 def carried_user_vars(c: Classification) -> dict[str, str] | None:
@@ -219,6 +221,11 @@ def carried_user_vars(c: Classification) -> dict[str, str] | None:
             return None
         out["@" + name] = "NULL" if value.upper() == "NULL" else value
     return out
+
+
+def user_vars_size(settings: Settings) -> int:
+    """The carried user variables' names and values in ``settings``, in characters."""
+    return sum(len(n) + len(v) for n, v in settings if n[:1] == "@")
 
 
 def with_user_vars(current: Settings, carried: Mapping[str, str]) -> Settings:

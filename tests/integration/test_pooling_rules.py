@@ -205,7 +205,7 @@ def test_literal_user_variables_travel_with_the_session_without_pinning(proxy_fa
         b.close()
 
 
-def test_a_user_variable_longer_than_1024_characters_pins_instead_of_travelling(
+def test_user_variables_over_1024_characters_or_16_kib_in_all_pin_instead_of_travelling(
     proxy_factory,
 ):
     p = _proxy(proxy_factory)
@@ -223,25 +223,44 @@ def test_a_user_variable_longer_than_1024_characters_pins_instead_of_travelling(
             assert cur.fetchall() == ((want,),)
         b.cursor().execute("SET @v = NULL")
         assert _pin_of(p, b) is None
+        # short ones, but more than 16 KiB of them together: the ones past it pin
+        cur = b.cursor()
+        for i in range(15):
+            cur.execute(f"SET @w{i} = '{'w' * 1000}'")
+        assert _pin_of(p, b) is None
+        cur.execute(f"SET @w15 = '{'w' * 1000}', @w16 = '{'w' * 1000}'")
+        assert _pin_of(p, b) == "user variable"
+        cur.execute("SELECT LENGTH(CONCAT(@w0, @w14, @w16))")
+        assert cur.fetchall() == ((3000,),)
     finally:
         a.close()
         b.close()
 
 
-def test_a_text_too_long_to_classify_pins_and_runs(proxy_factory):
+def test_long_texts_are_classified_as_short_ones_are(proxy_factory):
+    """Texts over frontend.classification.OFFLOAD_MIN are analysed in a worker thread:
+    the same verdicts, a pin where a short one pins and none where it does not."""
     p = _proxy(proxy_factory)
     a = connect(p, autocommit=True)
     b = connect(p, autocommit=True)
     try:
-        text = "x" * 300_000  # over the 256 KiB the classifier analyses
+        text = "x" * 300_000
         cur = a.cursor()
         cur.execute(f"SELECT LENGTH('{text}') INTO @total")
-        assert _pin_of(p, a) == "unclassified statement"
+        assert _pin_of(p, a) == "user variable"
         cur.execute("SELECT @total")
         assert cur.fetchall() == ((300_000,),)
+        # a bulk INSERT whose column name the gate stops at ("next_id"): analysed, clean
         cur = b.cursor()
+        cur.execute("CREATE TABLE IF NOT EXISTS long_rows (id INT, next_id INT)")
+        rows = ",".join(f"({i},{i + 1})" for i in range(40_000))
+        assert len(rows) > 256 * 1024
+        cur.execute(f"INSERT INTO long_rows (id, next_id) VALUES {rows}")
+        assert cur.rowcount == 40_000
+        assert _pin_of(p, b) is None
         cur.execute("SELECT @total")
         assert cur.fetchall() == ((None,),)
+        cur.execute("DROP TABLE long_rows")
     finally:
         a.close()
         b.close()
