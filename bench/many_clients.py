@@ -191,7 +191,7 @@ def direct_logins(port: int, clients: int, workers: int = 4) -> dict[str, Any]:
 def server_allows(srv: MariaDBServer, clients: int) -> Any:
     """``max_connections`` raised to let ``clients`` in (``--control`` runs only), and set
     back to the default afterwards, so the direct logins at the end still meet the 151."""
-    srv.execute(f"SET GLOBAL max_connections = {clients + 50}")
+    srv.execute(f"SET GLOBAL max_connections = {SERVER_MAX_CONNECTIONS + clients}")
     try:
         yield
     finally:
@@ -318,6 +318,7 @@ def run_many_clients(args: argparse.Namespace) -> dict[str, Any]:
                         print(f"    {line}")
                     sys.stdout.flush()
             stats = proxy.admin_json("/stats")
+            max_connections = int(srv.execute("SELECT @@max_connections")[0][0])
             # while the proxy still holds its idle pool, as it would in production
             held = int(srv.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")[0][1]) - 1
             logins = direct_logins(srv.port, args.direct_clients)
@@ -366,6 +367,7 @@ def run_many_clients(args: argparse.Namespace) -> dict[str, Any]:
         "proxy_pool_peak_open": stats.get("pool", {}).get("peak_open"),
         "proxy_stats": stats,
         "direct_logins": logins,
+        "server_max_connections_at_end": max_connections,
         "proxy_log_problems": problems[:20],
         "seconds_total": round(time.monotonic() - t_start, 1),
     }

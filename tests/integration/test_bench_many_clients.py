@@ -46,6 +46,7 @@ def test_smoke_run_has_no_errors_and_stays_under_the_upstream_cap(tmp_path: Path
     assert report["proxy_stats"]["errors"] == {}
     # 200 logins straight to a 151-connection server (--control raised it for its own runs
     # only): some must be refused with ERR 1040
+    assert report["server_max_connections_at_end"] == 151
     direct = report["direct_logins"]
     assert direct["connected"] + direct["refused_1040"] == 200 and direct["refused_1040"] > 0
     assert direct["other_errors"] == {}
