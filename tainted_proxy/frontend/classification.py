@@ -11,6 +11,8 @@ thread (at most ``THREADS`` at once), while the loop goes on serving the others.
 
 from __future__ import annotations
 
+import sys
+
 import trio
 from trio.lowlevel import RunVar
 
@@ -23,6 +25,12 @@ __all__ = ["OFFLOAD_MIN", "classify_long"]
 OFFLOAD_MIN = 64 * 1024
 #: Long analyses at once; more would only share the same CPU (and the GIL).
 THREADS = 2
+#: How long a thread may hold the GIL while another waits for it (CPython's default is
+#: 5 ms). While an analysis runs, the event loop waits that long for the GIL again and
+#: again: measured with bench/long_texts.py, a light client's p99 was 21 ms at 5 ms and
+#: 5 ms at 1 ms. Set once, at the first long analysis (it changes nothing while the loop
+#: is the only thread that runs).
+SWITCH_INTERVAL = 0.001
 
 _LIMITER: RunVar[trio.CapacityLimiter] = RunVar("tainted_proxy.classification")
 
@@ -43,6 +51,8 @@ async def classify_long(sql: bytes, flags: int) -> Classification | None:
     r = lookup(sql, flags)
     if r is not MISS:
         return r  # type: ignore[return-value]
+    if sys.getswitchinterval() > SWITCH_INTERVAL:
+        sys.setswitchinterval(SWITCH_INTERVAL)
     c = await trio.to_thread.run_sync(analyse, sql, flags & 3, limiter=_limiter())
     remember(sql, flags, c)
     return c
