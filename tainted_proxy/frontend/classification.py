@@ -4,9 +4,9 @@ The classifier (``taint.classifier``) is plain synchronous code, and it is fast 
 applications send over and over: a cache hit or the gate's verdict costs a few
 microseconds. A long text the gate cannot clear is different: a batch of 20,000
 ``INSERT``s in one text takes about 0.45 s to analyse, a megabyte-long expression
-0.5 s or more, and on the event loop that time is taken from every session. Texts over
-``OFFLOAD_MIN`` that the cache and the gate cannot answer are analysed in a worker
-thread (at most ``THREADS`` at once), while the loop goes on serving the others.
+0.5 s or more, and on the event loop that time is taken from every session. Texts of
+``OFFLOAD_MIN`` bytes or more that the cache and the gate cannot answer are analysed in
+a worker thread (at most ``THREADS`` at once), while the loop goes on serving the others.
 """
 
 from __future__ import annotations
